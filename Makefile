@@ -1,0 +1,44 @@
+# The README's commands. Everything runs from .venv at the repository root, which `make setup` creates.
+# On a GPU box: make setup TORCH_SPEC="torch==2.11.0" EXTRAS=dev,gpu  (flash-attn builds against that torch)
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Offline by design: the hub is never needed, wandb never phones home unless the user opts in.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-all bench lint clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency list or the torch/extras choice changes, so a second `make setup` is instant.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(if $(findstring gpu,$(EXTRAS)),--no-build-isolation) -e ".[$(EXTRAS)]" "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC) [$(EXTRAS)]" > $(STAMP)
+
+demo: setup
+	$(VENV)/bin/cmbert demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "not gpu"
+
+bench: setup
+	$(PY) bench/encoder_step.py
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

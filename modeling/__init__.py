@@ -1,0 +1,20 @@
+"""The ModernBERT encoder: transformers-exact weights, computed on unpadded tokens."""
+
+from modeling.attention import attention_backend, set_attention_backend
+from modeling.checkpoint import set_special_token_ids
+from modeling.model import (
+    ModernBertForMaskedLM,
+    ModernBertForSequenceClassification,
+    ModernBertModel,
+    ModernBertPreTrainedModel,
+)
+
+__all__ = [
+    "ModernBertForMaskedLM",
+    "ModernBertForSequenceClassification",
+    "ModernBertModel",
+    "ModernBertPreTrainedModel",
+    "attention_backend",
+    "set_attention_backend",
+    "set_special_token_ids",
+]

@@ -1,0 +1,259 @@
+"""Attention kernels for unpadded (varlen) tokens, behind one switch.
+
+The encoder never pads: a batch is a flat stream of `total` tokens whose documents are delimited by `cu_seqlens`
+(int32, [n_docs + 1]). Every backend computes the same thing: bidirectional softmax attention inside each document,
+and on local layers only between tokens at most `window` positions apart (`window = local_attention // 2`, so the
+default 128-token window is +-64; transformers' `sliding_window_bidirectional_overlay` is `|i - j| <= window`).
+
+Backends (pick with `set_attention_backend(name)` / `attention_backend(name)` or the `CMBERT_ATTENTION` env var):
+- ``flash``  flash-attn varlen (CUDA, package `flash-attn`); fp32 inputs are run in bf16, as transformers v4 did.
+- ``varlen`` torch's own flash varlen kernel, `torch.nn.attention.varlen.varlen_attn` (CUDA, torch >= 2.10).
+- ``flex``   FlexAttention with a document (+ window) block mask (CUDA for training; on CPU forward only).
+- ``sdpa``   the CPU fallback, chosen by measurement (BENCHMARKS.md): global layers run SDPA per group of
+             documents of similar length (no S x S padding waste, no mask for equal lengths); local layers run
+             SDPA over 3-block bands of the token stream (block = window), so memory grows linearly with length
+             and nothing S x S is ever built.
+- ``auto``   flash if installed on CUDA, else varlen, else flex on CUDA; sdpa on CPU.
+
+A `AttentionPlan` is built once per forward (document ids, bucket indices, block masks) and shared by all layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "flash", "varlen", "flex", "sdpa")
+_backend = os.environ.get("CMBERT_ATTENTION", "auto")
+
+
+def set_attention_backend(name: str) -> None:
+    """Force an attention backend for every ModernBERT forward in this process (tests use this)."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
+    _backend = name
+
+
+@contextlib.contextmanager
+def attention_backend(name: str):
+    """Context manager form of `set_attention_backend`."""
+    previous = _backend
+    set_attention_backend(name)
+    try:
+        yield
+    finally:
+        set_attention_backend(previous)
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def torch_varlen_available() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
+def resolve_backend(device: torch.device) -> str:
+    """The backend a forward on `device` will use under the current switch."""
+    name = _backend
+    if name == "auto":
+        if device.type == "cuda":
+            if flash_attn_available():
+                return "flash"
+            return "varlen" if torch_varlen_available() else "flex"
+        return "sdpa"
+    if name in ("flash", "varlen") and device.type != "cuda":
+        raise RuntimeError(f"attention backend {name!r} needs a CUDA device; use 'sdpa' on CPU")
+    if name == "flash" and not flash_attn_available():
+        raise RuntimeError("attention backend 'flash' needs flash-attn: pip install -e '.[gpu]' --no-build-isolation")
+    return name
+
+
+def _group_documents(lengths: list[int], max_padding: float) -> list[list[int]]:
+    """Group document indices so that each group pads to its longest member with at most `max_padding`
+    of its attention work wasted (a document of length L in a group of longest M costs M^2 instead of L^2)."""
+    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] ** 2 >= (1.0 - max_padding) * lengths[groups[-1][0]] ** 2:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+@dataclass
+class AttentionPlan:
+    """Everything about a batch's document layout that attention needs, computed once per forward."""
+
+    cu_seqlens: torch.Tensor  # int32 [n_docs + 1]
+    max_seqlen: int
+    total: int
+    window: int  # one-sided window of local layers: |i - j| <= window
+    backend: str
+    # sdpa backend: per group, a [n, L] index into the stream (pads point at `total`), its key mask, and the
+    # permutation that puts the groups' outputs back in stream order.
+    groups: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
+    unpermute: torch.Tensor | None = None
+    band_mask: torch.Tensor | None = None  # [n_blocks, 1, block, 3 * block] bool
+    flex_masks: dict = field(default_factory=dict)
+
+    @property
+    def block(self) -> int:
+        # Local attention runs on blocks of `window` tokens: a block and its two neighbours hold every key
+        # that any of its queries may see.
+        return max(self.window, 1)
+
+    @classmethod
+    def build(cls, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, window: int, device: torch.device):
+        backend = resolve_backend(device)
+        plan = cls(cu_seqlens.to(device=device, dtype=torch.int32), int(max_seqlen), total, window, backend)
+        if backend == "sdpa":
+            plan._build_sdpa(device)
+        elif backend == "flex":
+            plan._build_flex(device)
+        return plan
+
+    # --- sdpa (CPU) -----------------------------------------------------------------------------------------
+    def _build_sdpa(self, device):
+        starts = self.cu_seqlens[:-1].tolist()
+        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist()
+        # 10 % tolerated attention waste: lengths within ~5 % share one SDPA call.
+        order = []
+        for group in _group_documents(lengths, max_padding=0.1):
+            longest = lengths[group[0]]
+            pos = torch.arange(longest, device=device)
+            start = torch.tensor([starts[i] for i in group], device=device)
+            length = torch.tensor([lengths[i] for i in group], device=device)
+            valid = pos[None, :] < length[:, None]
+            index = torch.where(valid, start[:, None] + pos[None, :], self.total)
+            key_mask = None if bool(valid.all()) else valid[:, None, None, :]
+            self.groups.append((index, key_mask))
+            order.append(index[valid])
+        if order:
+            self.unpermute = torch.argsort(torch.cat(order))
+        if self.window < self.max_seqlen - 1:  # otherwise every local layer sees whole documents
+            self.band_mask = self._band_mask(device)
+
+    def _doc_ids(self, device) -> torch.Tensor:
+        lengths = self.cu_seqlens[1:] - self.cu_seqlens[:-1]
+        return torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths.long(), output_size=self.total)
+
+    def _band_mask(self, device) -> torch.Tensor:
+        block = self.block
+        n_blocks = -(-self.total // block)
+        # Padded stream: one empty block on each side, and the tail of the last block. Padding slots get document
+        # id -1, so real queries never see them and padding queries (discarded) see only padding, never nothing.
+        doc = torch.full(((n_blocks + 2) * block,), -1, device=device, dtype=torch.long)
+        doc[block : block + self.total] = self._doc_ids(device)
+        pos = torch.arange((n_blocks + 2) * block, device=device)
+        q_doc = doc[block : (n_blocks + 1) * block].view(n_blocks, block, 1)
+        q_pos = pos[block : (n_blocks + 1) * block].view(n_blocks, block, 1)
+        k_doc = _three_blocks(doc.view(n_blocks + 2, block)).view(n_blocks, 1, 3 * block)
+        k_pos = _three_blocks(pos.view(n_blocks + 2, block)).view(n_blocks, 1, 3 * block)
+        return ((q_doc == k_doc) & ((q_pos - k_pos).abs() <= self.window)).unsqueeze(1)
+
+    def _sdpa_global(self, q, k, v, dropout_p):
+        # One zero row at index `total` stands in for padding slots.
+        q, k, v = (torch.cat([x, x.new_zeros(1, *x.shape[1:])]) for x in (q, k, v))
+        outs = []
+        for index, key_mask in self.groups:
+            qg, kg, vg = (x[index].transpose(1, 2) for x in (q, k, v))  # [n, L, H, D] -> [n, H, L, D]
+            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=key_mask, dropout_p=dropout_p)
+            o = o.transpose(1, 2)
+            outs.append(o[index < self.total] if key_mask is not None else o.reshape(-1, *o.shape[2:]))
+        return torch.cat(outs)[self.unpermute]
+
+    def _sdpa_local(self, q, k, v, dropout_p):
+        block = self.block
+        n_blocks = self.band_mask.shape[0]
+        pad = n_blocks * block - self.total
+
+        def blocks(x, extra):  # [total, H, D] -> [n_blocks + 2*extra, block, H, D]
+            x = F.pad(x, (0, 0, 0, 0, extra * block, pad + extra * block))
+            return x.view(-1, block, *x.shape[1:])
+
+        qb = blocks(q, 0).transpose(1, 2)  # [n_blocks, H, block, D]
+        kb = _three_blocks(blocks(k, 1)).transpose(1, 2)  # [n_blocks, H, 3*block, D]
+        vb = _three_blocks(blocks(v, 1)).transpose(1, 2)
+        o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=self.band_mask, dropout_p=dropout_p)
+        return o.transpose(1, 2).reshape(n_blocks * block, *q.shape[1:])[: self.total]
+
+    # --- flex (CUDA; CPU forward only) ------------------------------------------------------------------------
+    def _build_flex(self, device):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        doc = self._doc_ids(device)
+        window = self.window
+
+        def document(b, h, q_idx, kv_idx):
+            return doc[q_idx] == doc[kv_idx]
+
+        def document_window(b, h, q_idx, kv_idx):
+            return (doc[q_idx] == doc[kv_idx]) & ((q_idx - kv_idx).abs() <= window)
+
+        self.flex_masks = {
+            local: create_block_mask(fn, None, None, self.total, self.total, device=device)
+            for local, fn in ((False, document), (True, document_window))
+        }
+
+    # --- dispatch -------------------------------------------------------------------------------------------
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, local: bool, dropout_p: float = 0.0,
+               deterministic: bool = False) -> torch.Tensor:
+        """q, k, v: [total, heads, head_dim] -> [total, heads, head_dim]."""
+        local = local and self.window < self.max_seqlen - 1
+        if self.backend == "sdpa":
+            if local:
+                return self._sdpa_local(q, k, v, dropout_p)
+            return self._sdpa_global(q, k, v, dropout_p)
+        window = (self.window, self.window) if local else (-1, -1)
+        if self.backend == "flash":
+            from flash_attn import flash_attn_varlen_func
+
+            dtype = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+            out = flash_attn_varlen_func(
+                q.to(dtype), k.to(dtype), v.to(dtype), self.cu_seqlens, self.cu_seqlens, self.max_seqlen,
+                self.max_seqlen, dropout_p=dropout_p, causal=False, window_size=window, deterministic=deterministic,
+            )
+            return out.to(q.dtype)
+        if self.backend == "varlen":
+            if dropout_p > 0:
+                raise NotImplementedError("torch varlen_attn has no dropout; use attention_dropout=0 or 'flash'")
+            from torch.nn.attention.varlen import varlen_attn
+
+            dtype = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+            out = varlen_attn(q.to(dtype), k.to(dtype), v.to(dtype), self.cu_seqlens, self.cu_seqlens,
+                              self.max_seqlen, self.max_seqlen, window_size=window)
+            return out.to(q.dtype)
+        if self.backend == "flex":
+            if dropout_p > 0:
+                raise NotImplementedError("FlexAttention has no dropout; use attention_dropout=0 or 'flash'")
+            from torch.nn.attention.flex_attention import flex_attention
+
+            fn = flex_attention if q.device.type == "cpu" else _compiled_flex()
+            out = fn(*(x.transpose(0, 1).unsqueeze(0) for x in (q, k, v)), block_mask=self.flex_masks[local])
+            return out.squeeze(0).transpose(0, 1)
+        raise ValueError(f"unknown attention backend {self.backend!r}")
+
+
+def _three_blocks(x: torch.Tensor) -> torch.Tensor:
+    """[n + 2, block, ...] -> [n, 3 * block, ...]: each block with its left and right neighbour."""
+    return torch.cat([x[:-2], x[1:-1], x[2:]], dim=1)
+
+
+_compiled = None
+
+
+def _compiled_flex():
+    global _compiled
+    if _compiled is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _compiled = torch.compile(flex_attention, dynamic=False)
+    return _compiled

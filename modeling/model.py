@@ -1,0 +1,440 @@
+"""ModernBERT, computed on unpadded tokens, with transformers' exact parameter names.
+
+Architecture (Warner et al. 2024, "Smarter, Better, Faster, Longer"; transformers `modernbert`):
+- token embeddings -> LayerNorm (no bias) -> dropout; no position table: RoPE inside attention;
+- pre-norm blocks `h += attn(attn_norm(h)); h += mlp(mlp_norm(h))`; layer 0 has no attn_norm (the embedding norm
+  already normalised its input), then `final_norm`;
+- attention: fused Wqkv, non-interleaved ("rotate_half") RoPE over the full head dim, global layers (theta 160k) and
+  sliding-window layers (theta 10k) that see +-local_attention//2 tokens, as `config.layer_types` lists them;
+- GeGLU MLP: `Wo(gelu(x) * gate)` where `x, gate = Wi(h).chunk(2)`;
+- MLM head: dense -> act -> LayerNorm, then a decoder tied to the token embeddings (with bias).
+
+Unlike transformers (which since v5 runs padded with dense S x S sliding masks), every forward here removes padding
+first: the batch becomes one stream of `total` real tokens with document boundaries `cu_seqlens`, rotary positions
+restart at each document, no token attends across a boundary (modeling/attention.py), and the MLM head runs only on
+labelled positions. Outputs are padded back to [batch, seq, ...] only for padded callers.
+
+The config class is `transformers.ModernBertConfig`, and the state dict keys are those of
+`transformers.ModernBertForMaskedLM` / `ModernBertForSequenceClassification`, so checkpoints move freely both ways.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import ModernBertConfig, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from modeling.attention import AttentionPlan
+from modeling.checkpoint import CheckpointMixin
+
+
+@dataclass
+class Unpadded:
+    """A batch as one stream of real tokens. `indices` maps stream positions back into a padded [B*S] grid."""
+
+    cu_seqlens: torch.Tensor  # int32 [n_docs + 1]
+    max_seqlen: int
+    indices: torch.Tensor | None = None  # None when the caller passed packed input
+    batch_shape: tuple[int, int] | None = None
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> Unpadded:
+        mask = attention_mask.bool()
+        # A row must hold one contiguous run of tokens (left or right padding): positions are counted within it.
+        runs = mask[:, 0].long() + (mask[:, 1:] & ~mask[:, :-1]).sum(1)
+        if bool((runs > 1).any()):
+            raise ValueError("attention_mask rows must be one contiguous run of 1s (left or right padding only)")
+        seqlens = mask.sum(1, dtype=torch.int32)
+        cu_seqlens = F.pad(torch.cumsum(seqlens, 0, dtype=torch.int32), (1, 0))
+        indices = torch.nonzero(mask.flatten(), as_tuple=False).flatten()
+        return cls(cu_seqlens, int(seqlens.max()) if len(seqlens) else 0, indices, tuple(mask.shape))
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, S, ...] -> [total, ...] (packed input passes through)."""
+        if self.indices is None:
+            return x
+        return x.reshape(-1, *x.shape[2:])[self.indices]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[total, ...] -> [B, S, ...], zeros at padding (packed input passes through)."""
+        if self.indices is None:
+            return x
+        out = x.new_zeros(self.batch_shape[0] * self.batch_shape[1], *x.shape[1:])
+        return out.index_copy(0, self.indices, x).view(*self.batch_shape, *x.shape[1:])
+
+    def positions(self, total: int) -> torch.Tensor:
+        """Position of each token within its document (rotary restarts at every document)."""
+        starts = self.cu_seqlens[:-1].long()
+        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+        return torch.arange(total, device=starts.device) - torch.repeat_interleave(starts, lengths, output_size=total)
+
+    def doc_ids(self, total: int) -> torch.Tensor:
+        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+        return torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths, output_size=total)
+
+
+class ModernBertEmbeddings(nn.Module):
+    def __init__(self, config: ModernBertConfig):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.drop = nn.Dropout(config.embedding_dropout)
+
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None):
+        return self.drop(self.norm(self.tok_embeddings(input_ids) if inputs_embeds is None else inputs_embeds))
+
+
+class Rotary(nn.Module):
+    """cos/sin tables for one layer type ("full_attention" or "sliding_attention"), from `config.rope_parameters`."""
+
+    def __init__(self, config: ModernBertConfig, layer_type: str):
+        super().__init__()
+        params = config.rope_parameters[layer_type]
+        head_dim = config.hidden_size // config.num_attention_heads
+        if params.get("rope_type", "default") == "default":
+            # Same expression as transformers, so fp32 tables match bit for bit.
+            inv_freq = 1.0 / (params["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+            scaling = 1.0
+        elif params["rope_type"] == "dynamic":
+            raise NotImplementedError("dynamic RoPE scaling depends on the generated length; not used by encoders")
+        else:
+            inv_freq, scaling = ROPE_INIT_FUNCTIONS[params["rope_type"]](config, None, layer_type=layer_type)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.scaling = scaling
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[:, None].float() * self.inv_freq.float()
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos() * self.scaling, emb.sin() * self.scaling  # [total, head_dim], fp32
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [total, heads, head_dim]. Rotated in fp32 (as transformers v5 does), returned in x's dtype."""
+    xf = x.float()
+    return (xf * cos[:, None] + rotate_half(xf) * sin[:, None]).to(x.dtype)
+
+
+class ModernBertAttention(nn.Module):
+    def __init__(self, config: ModernBertConfig, layer_idx: int):
+        super().__init__()
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"hidden_size {config.hidden_size} is not a multiple of {config.num_attention_heads} heads")
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.local = config.layer_types[layer_idx] == "sliding_attention"
+        self.dropout = config.attention_dropout
+        self.deterministic = config.deterministic_flash_attn
+        self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
+        self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.out_drop = nn.Dropout(config.attention_dropout) if config.attention_dropout > 0 else nn.Identity()
+
+    def forward(self, h: torch.Tensor, plan: AttentionPlan, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q, k, v = self.Wqkv(h).view(h.shape[0], 3, self.num_heads, self.head_dim).unbind(1)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        dropout = self.dropout if self.training else 0.0
+        out = plan.attend(q, k, v, local=self.local, dropout_p=dropout, deterministic=self.deterministic)
+        return self.out_drop(self.Wo(out.reshape(h.shape[0], -1)))
+
+
+class ModernBertMLP(nn.Module):
+    def __init__(self, config: ModernBertConfig):
+        super().__init__()
+        self.Wi = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
+        self.act = ACT2FN[config.hidden_activation]
+        self.drop = nn.Dropout(config.mlp_dropout)
+        self.Wo = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x, gate = self.Wi(h).chunk(2, dim=-1)
+        return self.Wo(self.drop(self.act(x) * gate))
+
+
+class ModernBertEncoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: ModernBertConfig, layer_idx: int):
+        super().__init__()
+        norm = lambda: nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.attn_norm = nn.Identity() if layer_idx == 0 else norm()
+        self.attn = ModernBertAttention(config, layer_idx)
+        self.mlp_norm = norm()
+        self.mlp = ModernBertMLP(config)
+        self.attention_type = config.layer_types[layer_idx]
+
+    def forward(self, h: torch.Tensor, plan: AttentionPlan, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        h = h + self.attn(self.attn_norm(h), plan, rope)
+        return h + self.mlp(self.mlp_norm(h))
+
+
+class ModernBertPredictionHead(nn.Module):
+    def __init__(self, config: ModernBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.classifier_bias)
+        self.act = ACT2FN[config.classifier_activation]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(h)))
+
+
+class ModernBertPreTrainedModel(CheckpointMixin, PreTrainedModel):
+    config_class = ModernBertConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ModernBertEmbeddings", "ModernBertEncoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        """transformers' ModernBERT init: truncated normal (+-cutoff std), std 0.02 for inputs and embeddings,
+        0.02 / sqrt(2 * layers) for every output projection, hidden**-0.5 for classifiers; norms at 1."""
+        cfg = self.config
+        cutoff = cfg.initializer_cutoff_factor or 3.0
+        std_in = cfg.initializer_range
+        std_out = cfg.initializer_range / math.sqrt(2.0 * cfg.num_hidden_layers)
+
+        def init(layer: nn.Module, std: float):
+            nn.init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std)
+            if getattr(layer, "bias", None) is not None:
+                nn.init.zeros_(layer.bias)
+
+        if isinstance(module, ModernBertEmbeddings):
+            init(module.tok_embeddings, std_in)
+        elif isinstance(module, ModernBertAttention):
+            init(module.Wqkv, std_in)
+            init(module.Wo, std_out)
+        elif isinstance(module, ModernBertMLP):
+            init(module.Wi, std_in)
+            init(module.Wo, std_out)
+        elif isinstance(module, ModernBertPredictionHead):
+            init(module.dense, std_out)
+        elif isinstance(module, ModernBertForMaskedLM):
+            init(module.decoder, std_out)
+        elif isinstance(module, ModernBertForSequenceClassification):
+            init(module.classifier, cfg.hidden_size**-0.5)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+class ModernBertModel(ModernBertPreTrainedModel):
+    def __init__(self, config: ModernBertConfig):
+        super().__init__(config)
+        self.embeddings = ModernBertEmbeddings(config)
+        self.layers = nn.ModuleList(ModernBertEncoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.rotary = nn.ModuleDict({t: Rotary(config, t) for t in sorted(set(config.layer_types))})
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.tok_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.tok_embeddings = value
+
+    def encode(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, Unpadded, list[torch.Tensor] | None]:
+        """Run the encoder on real tokens only. Returns the final states [total, hidden], the batch layout, and
+        (optionally) the input of every layer plus the final states, all unpadded."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        packed = tokens.dim() == (1 if input_ids is not None else 2)
+        if packed:
+            if cu_seqlens is None:
+                raise ValueError("packed (1-D) input needs cu_seqlens")
+            if attention_mask is not None:
+                raise ValueError("packed input takes cu_seqlens, not attention_mask")
+            cu_seqlens = cu_seqlens.to(device=tokens.device, dtype=torch.int32)
+            if max_seqlen is None:
+                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+            batch = Unpadded(cu_seqlens, int(max_seqlen))
+        else:
+            if cu_seqlens is not None:
+                raise ValueError("cu_seqlens goes with packed 1-D input_ids, not a padded batch")
+            if attention_mask is None:
+                attention_mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+            batch = Unpadded.from_mask(attention_mask)
+        tokens = batch.unpad(tokens)
+        total = tokens.shape[0]
+
+        h = self.embeddings(input_ids=tokens) if input_ids is not None else self.embeddings(inputs_embeds=tokens)
+        plan = AttentionPlan.build(batch.cu_seqlens, batch.max_seqlen, total, self.config.sliding_window, h.device)
+        positions = batch.positions(total)
+        ropes = {layer_type: rotary(positions) for layer_type, rotary in self.rotary.items()}
+        states = [] if output_hidden_states else None
+        for layer in self.layers:
+            if states is not None:
+                states.append(h)
+            h = layer(h, plan=plan, rope=ropes[layer.attention_type])
+        h = self.final_norm(h)
+        if states is not None:
+            states.append(h)
+        return h, batch, states
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        """Padded `input_ids` [B, S] + `attention_mask` -> `last_hidden_state` [B, S, hidden] (zeros at padding);
+        packed `input_ids` [total] + `cu_seqlens` (+ `max_seqlen`) -> [total, hidden]."""
+        _reject_unsupported(kwargs)
+        h, batch, states = self.encode(input_ids, attention_mask, inputs_embeds, cu_seqlens, max_seqlen,
+                                       bool(output_hidden_states))
+        return BaseModelOutput(
+            last_hidden_state=batch.pad(h),
+            hidden_states=tuple(batch.pad(s) for s in states) if states is not None else None,
+        )
+
+
+class ModernBertForMaskedLM(ModernBertPreTrainedModel):
+    _tied_weights_keys = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
+
+    def __init__(self, config: ModernBertConfig):
+        super().__init__(config)
+        self.model = ModernBertModel(config)
+        self.head = ModernBertPredictionHead(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        self.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_hidden_states: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """Without labels: logits for every token ([B, S, vocab] padded, [total, vocab] packed).
+
+        With labels (-100 = unlabelled, same layout as input_ids): the head runs only on labelled tokens, `logits` is
+        [n_labelled, vocab] in stream order (as transformers' `sparse_prediction=True`), and `loss` is the summed CE
+        divided by the number of labelled tokens, or by `num_items_in_batch` when the caller accumulates gradients
+        over micro-batches (so accumulation never inflates the loss)."""
+        _reject_unsupported(kwargs)
+        h, batch, states = self.model.encode(input_ids, attention_mask, inputs_embeds, cu_seqlens, max_seqlen,
+                                             bool(output_hidden_states))
+        hidden_states = tuple(batch.pad(s) for s in states) if states is not None else None
+        if labels is None:
+            logits = self.decoder(self.head(h))
+            return MaskedLMOutput(logits=batch.pad(logits), hidden_states=hidden_states)
+
+        labels = batch.unpad(labels.to(h.device))
+        selected = labels != self.config.sparse_pred_ignore_index
+        labels = labels[selected]
+        logits = self.decoder(self.head(h[selected]))
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        denominator = num_items_in_batch if num_items_in_batch is not None else max(labels.numel(), 1)
+        if torch.is_tensor(denominator):
+            denominator = denominator.to(loss.device)
+        return MaskedLMOutput(loss=loss / denominator, logits=logits, hidden_states=hidden_states)
+
+
+class ModernBertForSequenceClassification(ModernBertPreTrainedModel):
+    _fresh_head_keys = re.compile(r"^(head\.|classifier\.)")  # fine-tuning starts from an MLM or base checkpoint
+
+    def __init__(self, config: ModernBertConfig):
+        super().__init__(config)
+        if config.classifier_pooling not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling must be 'cls' or 'mean', not {config.classifier_pooling!r}")
+        self.num_labels = config.num_labels
+        self.model = ModernBertModel(config)
+        self.head = ModernBertPredictionHead(config)
+        self.drop = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """One prediction per document: `logits` [n_docs, num_labels] (a padded batch has one document per row).
+        Pooling is the first token ("cls") or the mean over the document's tokens ("mean"); losses follow
+        transformers' `problem_type` rules (regression / single_label / multi_label_classification)."""
+        _reject_unsupported(kwargs)
+        h, batch, states = self.model.encode(input_ids, attention_mask, inputs_embeds, cu_seqlens, max_seqlen,
+                                             bool(output_hidden_states))
+        if self.config.classifier_pooling == "cls":
+            pooled = h[batch.cu_seqlens[:-1].long().clamp(max=max(h.shape[0] - 1, 0))]
+        else:
+            n_docs = batch.cu_seqlens.numel() - 1
+            lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).clamp(min=1).to(h.dtype)
+            pooled = h.new_zeros(n_docs, h.shape[1]).index_add(0, batch.doc_ids(h.shape[0]), h) / lengths[:, None]
+        logits = self.classifier(self.drop(self.head(pooled)))
+        loss = None if labels is None else self.classification_loss(logits, labels.to(logits.device))
+        hidden_states = tuple(batch.pad(s) for s in states) if states is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.problem_type is None:  # transformers' rule for inferring the task from the labels
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+            return F.mse_loss(logits, labels.to(logits.dtype))
+        if self.config.problem_type == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        if self.config.problem_type == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        raise ValueError(f"unknown problem_type {self.config.problem_type!r}")
+
+
+def _reject_unsupported(kwargs: dict) -> None:
+    """Fail loudly on transformers kwargs this implementation does not honour, instead of ignoring them."""
+    if kwargs.get("output_attentions"):
+        raise NotImplementedError("output_attentions: use transformers' eager ModernBERT to inspect attention maps")
+    if kwargs.get("position_ids") is not None:
+        raise NotImplementedError("position_ids: positions are derived from attention_mask / cu_seqlens")
+    unknown = set(kwargs) - {"output_attentions", "position_ids", "token_type_ids"}
+    if unknown:
+        raise TypeError(f"unexpected arguments: {sorted(unknown)}")
