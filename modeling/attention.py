@@ -97,9 +97,9 @@ class AttentionPlan:
     total: int
     window: int  # one-sided window of local layers: |i - j| <= window
     backend: str
-    # sdpa backend: per group, a [n, L] index into the stream (pads point at `total`), its key mask, and the
-    # permutation that puts the groups' outputs back in stream order.
-    groups: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
+    # sdpa backend: per group of documents, a slice of the stream (one document) or a [n, L] index into it (pads
+    # point at `total`) with its key mask; and the permutation that puts the groups' outputs back in stream order.
+    groups: list[tuple[slice | torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
     unpermute: torch.Tensor | None = None
     band_mask: torch.Tensor | None = None  # [n_blocks, 1, block, 3 * block] bool
     flex_masks: dict = field(default_factory=dict)
@@ -124,20 +124,26 @@ class AttentionPlan:
     def _build_sdpa(self, device):
         starts = self.cu_seqlens[:-1].tolist()
         lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist()
-        # 10 % tolerated attention waste: lengths within ~5 % share one SDPA call.
+        # 10 % tolerated attention waste: lengths within ~5 % share one SDPA call. A document alone in its group
+        # is a contiguous slice of the stream (no gather, no mask); groups run in stream order where possible.
         order = []
-        for group in _group_documents(lengths, max_padding=0.1):
+        for group in sorted(_group_documents(lengths, max_padding=0.1), key=lambda g: starts[g[0]]):
+            if len(group) == 1:
+                start = starts[group[0]]
+                self.groups.append((slice(start, start + lengths[group[0]]), None))
+                order.append(torch.arange(start, start + lengths[group[0]], device=device))
+                continue
             longest = lengths[group[0]]
             pos = torch.arange(longest, device=device)
             start = torch.tensor([starts[i] for i in group], device=device)
             length = torch.tensor([lengths[i] for i in group], device=device)
             valid = pos[None, :] < length[:, None]
             index = torch.where(valid, start[:, None] + pos[None, :], self.total)
-            key_mask = None if bool(valid.all()) else valid[:, None, None, :]
-            self.groups.append((index, key_mask))
+            self.groups.append((index, None if bool(valid.all()) else valid[:, None, None, :]))
             order.append(index[valid])
-        if order:
-            self.unpermute = torch.argsort(torch.cat(order))
+        order = torch.cat(order) if order else torch.zeros(0, dtype=torch.long, device=device)
+        if not torch.equal(order, torch.arange(self.total, device=device)):
+            self.unpermute = torch.argsort(order)
         if self.window < self.max_seqlen - 1:  # otherwise every local layer sees whole documents
             self.band_mask = self._band_mask(device)
 
@@ -160,15 +166,19 @@ class AttentionPlan:
         return ((q_doc == k_doc) & ((q_pos - k_pos).abs() <= self.window)).unsqueeze(1)
 
     def _sdpa_global(self, q, k, v, dropout_p):
-        # One zero row at index `total` stands in for padding slots.
-        q, k, v = (torch.cat([x, x.new_zeros(1, *x.shape[1:])]) for x in (q, k, v))
+        if any(isinstance(index, torch.Tensor) for index, _ in self.groups):
+            # One zero row at index `total` stands in for padding slots of multi-document groups.
+            padded = [torch.cat([x, x.new_zeros(1, *x.shape[1:])]) for x in (q, k, v)]
         outs = []
         for index, key_mask in self.groups:
-            qg, kg, vg = (x[index].transpose(1, 2) for x in (q, k, v))  # [n, L, H, D] -> [n, H, L, D]
-            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=key_mask, dropout_p=dropout_p)
-            o = o.transpose(1, 2)
+            if isinstance(index, slice):  # one document: [L, H, D] -> [1, H, L, D], a view
+                qg, kg, vg = (x[index].unsqueeze(0).transpose(1, 2) for x in (q, k, v))
+            else:
+                qg, kg, vg = (x[index].transpose(1, 2) for x in padded)  # [n, L, H, D] -> [n, H, L, D]
+            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=key_mask, dropout_p=dropout_p).transpose(1, 2)
             outs.append(o[index < self.total] if key_mask is not None else o.reshape(-1, *o.shape[2:]))
-        return torch.cat(outs)[self.unpermute]
+        out = torch.cat(outs)
+        return out if self.unpermute is None else out[self.unpermute]
 
     def _sdpa_local(self, q, k, v, dropout_p):
         block = self.block

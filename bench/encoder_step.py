@@ -1,0 +1,168 @@
+"""One MLM training step (forward + backward, 30 % of real tokens labelled): ours vs transformers' ModernBERT.
+
+Side by side in one run, same weights, same batches, interleaved repetitions (these machines are shared and noisy,
+so only ratios mean anything):
+- speed: real tokens per second on variable-length batches (row lengths spread 10-100 % of the row, mean ~55 %) and
+  fixed-length batches, rows of 512 and 1,024;
+- memory: peak resident memory added by one step, each measured in a fresh subprocess, on the same batches and on
+  single documents of 2,048 / 4,096 / 8,192 tokens (transformers' sdpa path builds dense S x S sliding masks).
+
+Baselines: transformers `sdpa` with `sparse_prediction=True` (its best CPU setting) and its default
+(`sparse_prediction=False`, what most users run).
+
+    python bench/encoder_step.py                 # the BENCHMARKS.md run (CPU, 2 threads)
+    python bench/encoder_step.py --quick         # smaller, for a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import ModernBertConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import modeling  # noqa: E402
+
+SHAPE = dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=384, local_attention=128,
+             global_attn_every_n_layers=3, vocab_size=50368, max_position_embeddings=8192)
+MODELS = ("ours", "hf_sparse", "hf_dense")
+
+
+def build(name: str, device: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = ModernBertConfig(**SHAPE, sparse_prediction=(name == "hf_sparse"))
+    model = modeling.ModernBertForMaskedLM(config)  # the weights every model gets
+    if name != "ours":
+        reference = transformers.ModernBertForMaskedLM._from_config(config, attn_implementation="sdpa")
+        reference.load_state_dict(model.state_dict())
+        model = reference
+    return model.to(device).train()
+
+
+def make_batch(rows: int, row_len: int, variable: bool, seed: int, device: str):
+    g = torch.Generator().manual_seed(seed)
+    if variable:
+        lengths = torch.randint(max(1, row_len // 10), row_len + 1, (rows,), generator=g)
+    else:
+        lengths = torch.full((rows,), row_len)
+    ids = torch.randint(5, SHAPE["vocab_size"], (rows, row_len), generator=g)
+    mask = (torch.arange(row_len)[None, :] < lengths[:, None]).long()
+    labels = torch.where((torch.rand(rows, row_len, generator=g) < 0.3) & mask.bool(), ids, -100)
+    return {k: v.to(device) for k, v in dict(input_ids=ids, attention_mask=mask, labels=labels).items()}
+
+
+def step(model, batch) -> None:
+    loss = model(**batch).loss
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def time_steps(models: dict, batch, repeats: int, device: str) -> dict:
+    """Median seconds per step; models alternate within each repetition so drift hits all of them alike."""
+    for model in models.values():
+        step(model, batch)  # warm-up
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step(model, batch)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_memory_child(spec: dict) -> None:
+    """Runs in a fresh process: peak memory (MiB) that one step adds on top of model + batch."""
+    torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    model = build(spec["model"], device)
+    batch = make_batch(spec["rows"], spec["row_len"], spec["variable"], spec["seed"], device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step(model, batch)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        # Reset the kernel's high-water mark so building the models does not count, then read it after the step.
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _proc_status_bytes("VmRSS")
+        step(model, batch)
+        peak = _proc_status_bytes("VmHWM") - base
+    print(json.dumps({"peak_mib": peak / 2**20}))
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory(model: str, rows: int, row_len: int, variable: bool, seed: int, args) -> float:
+    spec = dict(model=model, rows=rows, row_len=row_len, variable=variable, seed=seed, threads=args.threads,
+                device=args.device)
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--row-lens", default="512,1024")
+    parser.add_argument("--long", default="2048,4096,8192", help="single-document lengths for the memory scan")
+    parser.add_argument("--backend", default="auto", help="our attention backend (modeling.attention)")
+    parser.add_argument("--quick", action="store_true", help="rows 4, repeats 2, row 512, long 2048")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    modeling.set_attention_backend(args.backend)
+    if args.child:
+        return peak_memory_child(json.loads(args.child))
+    if args.quick:
+        args.rows, args.repeats, args.row_lens, args.long = 4, 2, "512", "2048"
+    torch.set_num_threads(args.threads)
+
+    print(f"# torch {torch.__version__}, transformers {transformers.__version__}, device {args.device}, "
+          f"threads {args.threads}, backend {modeling.attention.resolve_backend(torch.device(args.device))}")
+    print(f"# model {SHAPE}")
+    print("| batch | real tokens | ours tok/s | vs hf sparse | vs hf default | ours MiB | mem vs hf sparse | mem vs hf default |")
+    print("|---|---|---|---|---|---|---|---|")
+    models = {name: build(name, args.device) for name in MODELS}
+    for row_len in (int(x) for x in args.row_lens.split(",")):
+        for variable in (True, False):
+            batch = make_batch(args.rows, row_len, variable, seed=row_len, device=args.device)
+            real = int(batch["attention_mask"].sum())
+            secs = time_steps(models, batch, args.repeats, args.device)
+            mem = {name: peak_memory(name, args.rows, row_len, variable, row_len, args) for name in MODELS}
+            label = f"{args.rows} x {row_len} {'variable' if variable else 'fixed'}"
+            print(f"| {label} | {real} | {real / secs['ours']:,.0f} | {secs['hf_sparse'] / secs['ours']:.2f}x | "
+                  f"{secs['hf_dense'] / secs['ours']:.2f}x | {mem['ours']:,.0f} | "
+                  f"{mem['ours'] / mem['hf_sparse']:.2f}x | {mem['ours'] / mem['hf_dense']:.2f}x |", flush=True)
+
+    print("\n| one document | ours MiB | hf sparse MiB | ratio |")
+    print("|---|---|---|---|")
+    for length in (int(x) for x in args.long.split(",")):
+        ours = peak_memory("ours", 1, length, False, length, args)
+        ref = peak_memory("hf_sparse", 1, length, False, length, args)
+        print(f"| {length} | {ours:,.0f} | {ref:,.0f} | {ours / ref:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
