@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import ModernBertConfig, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
@@ -94,27 +95,37 @@ class ModernBertEmbeddings(nn.Module):
 
 
 class Rotary(nn.Module):
-    """cos/sin tables for one layer type ("full_attention" or "sliding_attention"), from `config.rope_parameters`."""
+    """cos/sin tables for one layer type ("full_attention" or "sliding_attention"), from `config.rope_parameters`.
+
+    The inverse frequencies are recomputed in fp32 at every forward (head_dim / 2 numbers) rather than kept in a
+    buffer: a buffer would come back uninitialised from transformers' meta-device loading and be rounded by
+    `model.half()` / `model.to(bfloat16)`."""
 
     def __init__(self, config: ModernBertConfig, layer_type: str):
         super().__init__()
+        self.config, self.layer_type = config, layer_type
         params = config.rope_parameters[layer_type]
-        head_dim = config.hidden_size // config.num_attention_heads
-        if params.get("rope_type", "default") == "default":
-            # Same expression as transformers, so fp32 tables match bit for bit.
-            inv_freq = 1.0 / (params["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
-            scaling = 1.0
-        elif params["rope_type"] == "dynamic":
+        self.rope_type = params.get("rope_type", "default")
+        self.theta = float(params["rope_theta"])
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        if self.rope_type == "dynamic":
             raise NotImplementedError("dynamic RoPE scaling depends on the generated length; not used by encoders")
-        else:
-            inv_freq, scaling = ROPE_INIT_FUNCTIONS[params["rope_type"]](config, None, layer_type=layer_type)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.scaling = scaling
+        if self.rope_type != "default" and self.rope_type not in ROPE_INIT_FUNCTIONS:
+            raise ValueError(f"unknown rope_type {self.rope_type!r} for {layer_type}")
+
+    def inv_freq(self, device: torch.device) -> tuple[torch.Tensor, float]:
+        if self.rope_type == "default":
+            # Same expression as transformers, so the fp32 tables match bit for bit.
+            exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float, device=device) / self.head_dim
+            return 1.0 / (self.theta**exponent), 1.0
+        inv_freq, scaling = ROPE_INIT_FUNCTIONS[self.rope_type](self.config, device, layer_type=self.layer_type)
+        return inv_freq.float(), scaling
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[:, None].float() * self.inv_freq.float()
+        inv_freq, scaling = self.inv_freq(positions.device)
+        freqs = positions[:, None].float() * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos() * self.scaling, emb.sin() * self.scaling  # [total, head_dim], fp32
+        return emb.cos() * scaling, emb.sin() * scaling  # [total, head_dim], fp32
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -195,38 +206,42 @@ class ModernBertPreTrainedModel(CheckpointMixin, PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["ModernBertEmbeddings", "ModernBertEncoderLayer"]
 
-    @torch.no_grad()
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers skips `_init_weights` on composite modules of "custom code", assuming such code writes weights
+        # in place and would clobber loaded ones. Ours initialises through `transformers.initialization`, which
+        # respects loaded-weight flags exactly as the library's own ModernBERT does, so it gets the same dispatch
+        # (otherwise fresh weights, e.g. a new classifier, would stay uninitialised memory after from_pretrained).
+        return False
+
     def _init_weights(self, module: nn.Module):
         """transformers' ModernBERT init: truncated normal (+-cutoff std), std 0.02 for inputs and embeddings,
         0.02 / sqrt(2 * layers) for every output projection, hidden**-0.5 for classifiers; norms at 1."""
+        super()._init_weights(module)  # LayerNorm weights to 1, as transformers' ModernBERT also starts with
         cfg = self.config
         cutoff = cfg.initializer_cutoff_factor or 3.0
         std_in = cfg.initializer_range
         std_out = cfg.initializer_range / math.sqrt(2.0 * cfg.num_hidden_layers)
 
-        def init(layer: nn.Module, std: float):
-            nn.init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std)
+        def init_layer(layer: nn.Module, std: float):
+            init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std)
             if getattr(layer, "bias", None) is not None:
-                nn.init.zeros_(layer.bias)
+                init.zeros_(layer.bias)
 
         if isinstance(module, ModernBertEmbeddings):
-            init(module.tok_embeddings, std_in)
+            init_layer(module.tok_embeddings, std_in)
         elif isinstance(module, ModernBertAttention):
-            init(module.Wqkv, std_in)
-            init(module.Wo, std_out)
+            init_layer(module.Wqkv, std_in)
+            init_layer(module.Wo, std_out)
         elif isinstance(module, ModernBertMLP):
-            init(module.Wi, std_in)
-            init(module.Wo, std_out)
+            init_layer(module.Wi, std_in)
+            init_layer(module.Wo, std_out)
         elif isinstance(module, ModernBertPredictionHead):
-            init(module.dense, std_out)
+            init_layer(module.dense, std_out)
         elif isinstance(module, ModernBertForMaskedLM):
-            init(module.decoder, std_out)
+            init_layer(module.decoder, std_out)
         elif isinstance(module, ModernBertForSequenceClassification):
-            init(module.classifier, cfg.hidden_size**-0.5)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+            init_layer(module.classifier, cfg.hidden_size**-0.5)
 
 
 class ModernBertModel(ModernBertPreTrainedModel):

@@ -1,0 +1,83 @@
+"""Shared helpers for the encoder tests: tiny ModernBERT configs, and our model beside transformers' on one set of
+weights. Everything runs on CPU in fp32 and is built from configs (never from hub names)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import transformers
+from transformers import ModernBertConfig
+
+import modeling
+
+# Special tokens sit at the bottom of the tiny vocabulary; ModernBertConfig's defaults (OLMo ids ~50k) would point
+# outside it.
+PAD, CLS, SEP = 0, 1, 2
+VOCAB = 101
+
+
+def tiny_config(**overrides) -> ModernBertConfig:
+    """A ModernBERT small enough for 2 CPU cores. Overrides go straight to ModernBertConfig (so the transformers 4.x
+    spellings global_attn_every_n_layers / global_rope_theta / local_rope_theta work too)."""
+    values = dict(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=2,
+        local_attention=8, max_position_embeddings=512,
+        pad_token_id=PAD, cls_token_id=CLS, sep_token_id=SEP, bos_token_id=CLS, eos_token_id=SEP,
+    )
+    values.update(overrides)
+    return ModernBertConfig(**values)
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter O(1)-scale random values. At init scale (std 0.02) attention is nearly uniform, which
+    would hide a wrong rotary position or a wrong window; these weights make attention sharp."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=gen)
+        if p.dim() >= 2:
+            p.copy_(noise * p.shape[-1] ** -0.5)
+        elif name.endswith("weight"):  # norm scales
+            p.copy_(1.0 + 0.1 * noise)
+        else:
+            p.copy_(0.1 * noise)
+    return model
+
+
+def build_pair(config: ModernBertConfig, ours_cls=modeling.ModernBertForMaskedLM,
+               theirs_cls=transformers.ModernBertForMaskedLM, attn_implementation: str = "sdpa", seed: int = 0):
+    """Our model with random weights, and the transformers class of the same name holding exactly those weights."""
+    ours = randomize_(ours_cls(copy.deepcopy(config)), seed).eval()
+    theirs = theirs_cls._from_config(copy.deepcopy(config), attn_implementation=attn_implementation).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    return ours, theirs
+
+
+def padded_batch(lengths, side: str = "right", seq_len: int | None = None, seed: int = 0):
+    """Random token ids [B, S] (no special ids) padded with PAD on `side`, and the matching attention mask."""
+    seq_len = seq_len or max(lengths)
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.full((len(lengths), seq_len), PAD, dtype=torch.long)
+    mask = torch.zeros(len(lengths), seq_len, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        span = slice(0, n) if side == "right" else slice(seq_len - n, seq_len)
+        ids[row, span] = torch.randint(3, VOCAB, (n,), generator=gen)
+        mask[row, span] = 1
+    return ids, mask
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when the CPU is shared: two OpenMP threads on a busy
+    2-core machine wait a scheduler slice per op (measured 100x slower). Restored for other modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
