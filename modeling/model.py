@@ -456,8 +456,9 @@ class LinearCrossEntropy(torch.autograd.Function):
     The same FLOPs as decoder + F.cross_entropy, minus the log-softmax tensors and their zero-filled gradients."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, labels, chunk: int, return_logits: bool):
-        want_x, want_w, want_b = ctx.needs_input_grad[:3]
+    def forward(ctx, x, weight, bias, labels, chunk: int, return_logits: bool, grad_enabled: bool):
+        # Grad mode is always off inside forward, so the caller says whether a backward can follow.
+        want_x, want_w, want_b = (need and grad_enabled for need in ctx.needs_input_grad[:3])
         n = x.shape[0]
         loss = torch.zeros((), dtype=torch.float32, device=x.device)
         logits_out = x.new_empty(n, weight.shape[0]) if return_logits else None
@@ -490,7 +491,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, grad_logits):
         grad_x, grad_w, grad_b = ctx.saved_tensors
         scale = lambda g: None if g is None else g * grad_loss.to(g.dtype)
-        return scale(grad_x), scale(grad_w), scale(grad_b), None, None, None
+        return scale(grad_x), scale(grad_w), scale(grad_b), None, None, None, None
 
 
 def linear_cross_entropy(x, weight, bias, labels, return_logits: bool = True, chunk_elements: int = 1 << 23):
@@ -498,7 +499,7 @@ def linear_cross_entropy(x, weight, bias, labels, return_logits: bool = True, ch
     Chunks hold ~8M logits (32 MiB fp32): smaller chunks re-read grad_weight ([vocab, hidden]) too often, larger
     ones only add memory (bench: 1350 x 50k decoder, 2 threads: 0.77 s at 4M, 0.74 s at 16M, unfused 0.81 s)."""
     chunk = max(1, chunk_elements // weight.shape[0])
-    return LinearCrossEntropy.apply(x, weight, bias, labels, chunk, return_logits)
+    return LinearCrossEntropy.apply(x, weight, bias, labels, chunk, return_logits, torch.is_grad_enabled())
 
 
 def _reject_unsupported(kwargs: dict) -> None:

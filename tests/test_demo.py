@@ -1,0 +1,130 @@
+"""`cmbert demo` end to end, and the tokenizer it trains.
+
+The demo runs once per module through the installed console script (what `make demo` runs); the checks then read its
+export with plain transformers, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import transformers
+
+from pretrain.tokenizer import SPECIAL_TOKENS, padded_vocab_size, save_tokenizer, train_tokenizer
+
+PROMPT = "The patient was admitted with chest [MASK]."
+
+
+def cmbert_command() -> list[str]:
+    """The `cmbert` console script of this interpreter's environment (or `python -m cmbert` without one)."""
+    script = Path(sys.executable).parent / "cmbert"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("cmbert")
+    return [found] if found else [sys.executable, "-m", "cmbert"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([*cmbert_command(), "demo", "--out", str(out)], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"cmbert demo failed:\n{proc.stdout}\n{proc.stderr}"
+    return out, proc.stdout, json.loads((out / "demo_report.json").read_text())
+
+
+def test_demo_mlm_loss_decreases(demo_run):
+    _, stdout, report = demo_run
+    assert report["eval_loss_after"] < report["eval_loss_before"] - 1.0, report
+    assert "held-out loss after training" in stdout and "exported to" in stdout
+
+
+def test_demo_export_loads_in_transformers_with_no_key_mismatch(demo_run):
+    out, _, _ = demo_run
+    model, info = transformers.AutoModelForMaskedLM.from_pretrained(out / "model", output_loading_info=True)
+    assert type(model).__module__.startswith("transformers."), type(model)  # stock class, no remote code
+    assert json.loads((out / "model" / "config.json").read_text())["model_type"] == "modernbert"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+
+
+def test_demo_export_runs_fill_mask_pipeline(demo_run):
+    out, stdout, report = demo_run
+    fill_mask = transformers.pipeline("fill-mask", model=str(out / "model"), device="cpu")
+    predictions = fill_mask(PROMPT, top_k=5)
+    assert len(predictions) == 5
+    assert all(0.0 <= p["score"] <= 1.0 and p["token_str"] for p in predictions)
+    assert len(report["predictions"][PROMPT]) == 5
+    assert PROMPT in stdout
+
+
+def test_demo_config_special_token_ids_come_from_the_tokenizer(demo_run):
+    out, _, _ = demo_run
+    config = transformers.AutoConfig.from_pretrained(out / "model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out / "model")
+    assert config.pad_token_id == tokenizer.pad_token_id
+    assert config.cls_token_id == config.bos_token_id == tokenizer.cls_token_id
+    assert config.sep_token_id == config.eos_token_id == tokenizer.sep_token_id
+    assert config.vocab_size % 64 == 0 and config.vocab_size >= len(tokenizer)
+
+
+# --- the tokenizer ------------------------------------------------------------------------------------------------
+NOTES = [
+    "___ is a 67 year old man with hypertension who presents with chest pain.",
+    "She was started on metoprolol 25 mg PO twice daily for rate control.",
+    "Troponin was negative x2; ECG showed normal sinus rhythm.",
+    "Café-au-lait spots noted. Naïve to anticoagulation.\nFollow up with Dr. ___ in 2 weeks.",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(NOTES, vocab_size=400, model_max_length=512)
+
+
+def test_special_tokens_have_stable_ids(tokenizer):
+    other = train_tokenizer(["entirely different text, another corpus"] * 5, vocab_size=300)
+    for tok in (tokenizer, other):
+        assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+        assert (tok.cls_token, tok.sep_token, tok.mask_token, tok.pad_token, tok.unk_token) == (
+            "[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]")
+    assert tokenizer.model_max_length == 512
+
+
+def test_encoding_adds_cls_sep_and_no_token_types(tokenizer):
+    single = tokenizer("chest pain")
+    pair = tokenizer("chest pain", "no fever")
+    assert set(single) == set(pair) == {"input_ids", "attention_mask"}
+    ids = single["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert pair["input_ids"].count(tokenizer.sep_token_id) == 2 and pair["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_mask_token_takes_the_space_before_it(tokenizer):
+    # As in ModernBERT: "chest [MASK]." -> ... 'Ġchest' '[MASK]' '.', so the model predicts ' pain' with its space.
+    masked = tokenizer("with chest [MASK].")["input_ids"]
+    prefix = tokenizer("with chest")["input_ids"][:-1]  # without [SEP]
+    assert masked == prefix + [tokenizer.mask_token_id, tokenizer.convert_tokens_to_ids("."), tokenizer.sep_token_id]
+
+
+def test_decode_round_trips_text(tokenizer, tmp_path):
+    text = "Café-au-lait  spots;  BP 142/88 →  ok.\nHeparin 5000 units SC q8h, 日本"
+    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+    save_tokenizer(tokenizer, tmp_path)
+    # transformers 5 would record its own `TokenizersBackend`, a class transformers 4.x cannot load.
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert reloaded.model_input_names == ["input_ids", "attention_mask"]
+
+
+def test_padded_vocab_size():
+    assert [padded_vocab_size(n) for n in (1, 64, 65, 50305, 50368)] == [64, 64, 128, 50368, 50368]
+    assert padded_vocab_size(100, multiple=8) == 104
