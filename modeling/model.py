@@ -463,8 +463,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         loss = torch.zeros((), dtype=torch.float32, device=x.device)
         logits_out = x.new_empty(n, weight.shape[0]) if return_logits else None
         grad_x = torch.empty_like(x) if want_x else None
-        grad_w = torch.zeros_like(weight) if want_w else None
-        grad_b = torch.zeros_like(bias) if want_b else None
+        grad_w = grad_b = None
         for start in range(0, n, chunk):
             xc, yc = x[start : start + chunk], labels[start : start + chunk]
             logits = torch.addmm(bias, xc, weight.t()) if bias is not None else xc @ weight.t()
@@ -478,13 +477,19 @@ class LinearCrossEntropy(torch.autograd.Function):
                 g = probs.to(x.dtype)
                 if want_x:
                     torch.mm(g, weight, out=grad_x[start : start + chunk])
-                if want_w:
-                    grad_w.addmm_(g.t(), xc)
+                if want_w:  # the first chunk writes, later ones accumulate (no zero-filled [vocab, hidden] pass)
+                    grad_w = g.t() @ xc if grad_w is None else grad_w.addmm_(g.t(), xc)
                 if want_b:
-                    grad_b += g.sum(0)
+                    grad_b = g.sum(0) if grad_b is None else grad_b.add_(g.sum(0))
+        if want_w and grad_w is None:  # no labelled token in the batch
+            grad_w = torch.zeros_like(weight)
+        if want_b and grad_b is None:
+            grad_b = torch.zeros_like(bias)
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         if logits_out is not None:
             ctx.mark_non_differentiable(logits_out)
+        # The logits output never receives a gradient; without this autograd would build a zero [n, vocab] tensor.
+        ctx.set_materialize_grads(False)
         return loss, logits_out
 
     @staticmethod
