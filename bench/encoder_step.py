@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -117,7 +118,11 @@ def _proc_status_bytes(field: str) -> int:
 def peak_memory(model: str, rows: int, row_len: int, variable: bool, seed: int, args) -> float:
     spec = dict(model=model, rows=rows, row_len=row_len, variable=variable, seed=seed, threads=args.threads,
                 device=args.device)
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    # A fixed mmap threshold makes glibc map every tensor-sized block on its own and unmap it when freed, so the
+    # resident high-water mark follows live tensor bytes instead of the allocator's caching history.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         env=env)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]

@@ -75,6 +75,12 @@ def resolve_backend(device: torch.device) -> str:
     return name
 
 
+def document_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """The document index of every token of the stream: [total] int64."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths, output_size=total)
+
+
 def _group_documents(lengths: list[int], max_padding: float) -> list[list[int]]:
     """Group document indices so that each group pads to its longest member with at most `max_padding`
     of its attention work wasted (a document of length L in a group of longest M costs M^2 instead of L^2)."""
@@ -147,17 +153,13 @@ class AttentionPlan:
         if self.window < self.max_seqlen - 1:  # otherwise every local layer sees whole documents
             self.band_mask = self._band_mask(device)
 
-    def _doc_ids(self, device) -> torch.Tensor:
-        lengths = self.cu_seqlens[1:] - self.cu_seqlens[:-1]
-        return torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths.long(), output_size=self.total)
-
     def _band_mask(self, device) -> torch.Tensor:
         block = self.block
         n_blocks = -(-self.total // block)
         # Padded stream: one empty block on each side, and the tail of the last block. Padding slots get document
         # id -1, so real queries never see them and padding queries (discarded) see only padding, never nothing.
         doc = torch.full(((n_blocks + 2) * block,), -1, device=device, dtype=torch.long)
-        doc[block : block + self.total] = self._doc_ids(device)
+        doc[block : block + self.total] = document_ids(self.cu_seqlens, self.total)
         pos = torch.arange((n_blocks + 2) * block, device=device)
         q_doc = doc[block : (n_blocks + 1) * block].view(n_blocks, block, 1)
         q_pos = pos[block : (n_blocks + 1) * block].view(n_blocks, block, 1)
@@ -199,7 +201,7 @@ class AttentionPlan:
     def _build_flex(self, device):
         from torch.nn.attention.flex_attention import create_block_mask
 
-        doc = self._doc_ids(device)
+        doc = document_ids(self.cu_seqlens, self.total)
         window = self.window
 
         def document(b, h, q_idx, kv_idx):

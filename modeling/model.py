@@ -34,7 +34,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from modeling.attention import AttentionPlan
+from modeling.attention import AttentionPlan, document_ids
 from modeling.checkpoint import CheckpointMixin
 
 
@@ -75,12 +75,7 @@ class Unpadded:
     def positions(self, total: int) -> torch.Tensor:
         """Position of each token within its document (rotary restarts at every document)."""
         starts = self.cu_seqlens[:-1].long()
-        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
-        return torch.arange(total, device=starts.device) - torch.repeat_interleave(starts, lengths, output_size=total)
-
-    def doc_ids(self, total: int) -> torch.Tensor:
-        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
-        return torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths, output_size=total)
+        return torch.arange(total, device=starts.device) - starts[document_ids(self.cu_seqlens, total)]
 
 
 class ModernBertEmbeddings(nn.Module):
@@ -280,6 +275,8 @@ class ModernBertModel(ModernBertPreTrainedModel):
             if attention_mask is not None:
                 raise ValueError("packed input takes cu_seqlens, not attention_mask")
             cu_seqlens = cu_seqlens.to(device=tokens.device, dtype=torch.int32)
+            if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != tokens.shape[0]:
+                raise ValueError(f"cu_seqlens must run from 0 to the {tokens.shape[0]} packed tokens")
             if max_seqlen is None:
                 max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
             batch = Unpadded(cu_seqlens, int(max_seqlen))
@@ -424,7 +421,7 @@ class ModernBertForSequenceClassification(ModernBertPreTrainedModel):
         else:
             n_docs = batch.cu_seqlens.numel() - 1
             lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).clamp(min=1).to(h.dtype)
-            pooled = h.new_zeros(n_docs, h.shape[1]).index_add(0, batch.doc_ids(h.shape[0]), h) / lengths[:, None]
+            pooled = h.new_zeros(n_docs, h.shape[1]).index_add(0, document_ids(batch.cu_seqlens, h.shape[0]), h) / lengths[:, None]
         logits = self.classifier(self.drop(self.head(pooled)))
         loss = None if labels is None else self.classification_loss(logits, labels.to(logits.device))
         hidden_states = tuple(batch.pad(s) for s in states) if states is not None else None

@@ -450,7 +450,7 @@ def test_linear_cross_entropy_matches_unfused_loss_and_gradients(chunk_elements,
     (0.3 * ref).backward()
     assert torch.allclose(loss, ref, atol=1e-4) and not logits.requires_grad
     assert torch.allclose(logits, ref_logits, atol=1e-5)
-    for got, t in zip(ours, [t for t in (x, weight, b) if t is not None]):
+    for got, t in zip(ours, [t for t in (x, weight, b) if t is not None], strict=True):
         assert torch.allclose(got, t.grad, atol=1e-5)
     with torch.no_grad():  # evaluation: loss only, no gradient work
         assert torch.allclose(linear_cross_entropy(x, weight, b, labels, return_logits=False)[0], ref, atol=1e-4)
