@@ -40,7 +40,10 @@ MODELS = ("ours", "ours_loss", "hf_sparse", "hf_dense")
 CALL_KWARGS = {"ours_loss": {"return_logits": False}}
 
 
-def build(name: str, device: str, seed: int = 0) -> torch.nn.Module:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def build(name: str, device: str, dtype: str = "fp32", seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     config = ModernBertConfig(**SHAPE, sparse_prediction=(name == "hf_sparse"))
     model = modeling.ModernBertForMaskedLM(config)  # the weights every model gets
@@ -48,7 +51,7 @@ def build(name: str, device: str, seed: int = 0) -> torch.nn.Module:
         reference = transformers.ModernBertForMaskedLM._from_config(config, attn_implementation="sdpa")
         reference.load_state_dict(model.state_dict())
         model = reference
-    return model.to(device).train()
+    return model.to(device=device, dtype=DTYPES[dtype]).train()
 
 
 def make_batch(rows: int, row_len: int, variable: bool, seed: int, device: str):
@@ -90,7 +93,7 @@ def peak_memory_child(spec: dict) -> None:
     """Runs in a fresh process: peak memory (MiB) that one step adds on top of model + batch."""
     torch.set_num_threads(spec["threads"])
     device = spec["device"]
-    model = build(spec["model"], device)
+    model = build(spec["model"], device, spec["dtype"])
     batch = make_batch(spec["rows"], spec["row_len"], spec["variable"], spec["seed"], device)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -117,7 +120,7 @@ def _proc_status_bytes(field: str) -> int:
 
 def peak_memory(model: str, rows: int, row_len: int, variable: bool, seed: int, args) -> float:
     spec = dict(model=model, rows=rows, row_len=row_len, variable=variable, seed=seed, threads=args.threads,
-                device=args.device)
+                device=args.device, dtype=args.dtype)
     # A fixed mmap threshold makes glibc map every tensor-sized block on its own and unmap it when freed, so the
     # resident high-water mark follows live tensor bytes instead of the allocator's caching history.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -132,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="parameter dtype of every model (bf16 on GPU)")
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--row-lens", default="512,1024")
@@ -148,12 +152,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, device {args.device}, "
-          f"threads {args.threads}, backend {modeling.attention.resolve_backend(torch.device(args.device))}")
+          f"{args.dtype}, threads {args.threads}, backend {modeling.attention.resolve_backend(torch.device(args.device))}")
     print(f"# model {SHAPE}")
     print("| batch | real tokens | ours tok/s | speed vs hf sparse | vs hf default | peak MiB | memory vs hf sparse "
           "| vs hf default |")
     print("|---|---|---|---|---|---|---|---|")
-    models = {name: build(name, args.device) for name in MODELS}
+    models = {name: build(name, args.device, args.dtype) for name in MODELS}
     for row_len in (int(x) for x in args.row_lens.split(",")):
         for variable in (True, False):
             batch = make_batch(args.rows, row_len, variable, seed=row_len, device=args.device)

@@ -81,3 +81,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip cleanly without CUDA, `flash_attn` tests without the flash-attn package (e.g. `pytest -m gpu`
+    on a CPU machine), instead of failing on the first .cuda()."""
+    import importlib.util
+
+    no_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    no_flash = pytest.mark.skip(reason="needs flash-attn (pip install -e '.[gpu]' --no-build-isolation)")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_cuda)
+        if "flash_attn" in item.keywords and importlib.util.find_spec("flash_attn") is None:
+            item.add_marker(no_flash)
