@@ -54,6 +54,10 @@ def write_compatible_config(folder: str | Path, config: ModernBertConfig) -> lis
     keys, problems = v4_config_keys(config)
     data.update(keys)
     if problems:
+        # Some transformers 5 releases serialise a default `global_attn_every_n_layers` beside custom layer_types;
+        # no key is better than a key that contradicts layer_types.
+        if "global_attn_every_n_layers" not in keys:
+            data.pop("global_attn_every_n_layers", None)
         data["min_transformers_version"] = V5_ONLY
     else:
         data.pop("min_transformers_version", None)

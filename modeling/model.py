@@ -290,7 +290,7 @@ class ModernBertModel(ModernBertPreTrainedModel):
         total = tokens.shape[0]
 
         h = self.embeddings(input_ids=tokens) if input_ids is not None else self.embeddings(inputs_embeds=tokens)
-        plan = AttentionPlan.build(batch.cu_seqlens, batch.max_seqlen, total, self.config.sliding_window, h.device)
+        plan = AttentionPlan.build(batch.cu_seqlens, batch.max_seqlen, total, self.config.local_attention // 2, h.device)
         positions = batch.positions(total)
         ropes = {layer_type: rotary(positions) for layer_type, rotary in self.rotary.items()}
         states = [] if output_hidden_states else None

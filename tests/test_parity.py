@@ -86,7 +86,9 @@ def test_output_hidden_states_follow_transformers_convention():
         want = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     assert len(got.hidden_states) == cfg.num_hidden_layers + 1 == len(want.hidden_states)
     assert torch.equal(got.hidden_states[-1], got.last_hidden_state)
-    for layer, (g, w) in enumerate(zip(got.hidden_states, want.hidden_states, strict=True)):
+    # The last entry is the final-normed state in transformers >= 5.x's current convention; 5.0 recorded the last
+    # layer's output before the norm. Every layer input is the same in all versions.
+    for layer, (g, w) in enumerate(zip(got.hidden_states[:-1], want.hidden_states[:-1], strict=True)):
         assert max_diff_on_tokens(g, w, mask) <= TOL, f"hidden state {layer}"
 
 
@@ -363,7 +365,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     plain, plain_calls = grads()
     ours.gradient_checkpointing_enable()  # transformers 5 alias of activation_checkpointing_enable
     checkpointed, checkpointed_calls = grads()
-    assert ours.is_activation_checkpointing
+    assert all(layer.gradient_checkpointing for layer in ours.model.layers)
     assert (plain_calls, checkpointed_calls) == (1, 2)  # the layer really was recomputed in backward
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
