@@ -21,7 +21,9 @@ A `AttentionPlan` is built once per forward (document ids, bucket indices, block
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -51,12 +53,19 @@ def attention_backend(name: str):
         set_attention_backend(previous)
 
 
+@functools.cache
 def flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
+@functools.cache
 def torch_varlen_available() -> bool:
-    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    """torch's varlen flash kernel with a sliding window (the `window_size` argument arrived after the function)."""
+    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+        return False
+    from torch.nn.attention.varlen import varlen_attn
+
+    return "window_size" in inspect.signature(varlen_attn).parameters
 
 
 def resolve_backend(device: torch.device) -> str:
@@ -72,6 +81,9 @@ def resolve_backend(device: torch.device) -> str:
         raise RuntimeError(f"attention backend {name!r} needs a CUDA device; use 'sdpa' on CPU")
     if name == "flash" and not flash_attn_available():
         raise RuntimeError("attention backend 'flash' needs flash-attn: pip install -e '.[gpu]' --no-build-isolation")
+    if name == "varlen" and not torch_varlen_available():
+        raise RuntimeError(f"attention backend 'varlen' needs torch.nn.attention.varlen with window_size "
+                           f"(torch {torch.__version__} lacks it); use 'flex' or 'flash'")
     return name
 
 
@@ -267,5 +279,7 @@ def _compiled_flex():
     if _compiled is None:
         from torch.nn.attention.flex_attention import flex_attention
 
-        _compiled = torch.compile(flex_attention, dynamic=False)
+        # Default dynamic-shape handling: the stream length changes every batch, so a static compile would
+        # recompile every step.
+        _compiled = torch.compile(flex_attention)
     return _compiled
