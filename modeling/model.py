@@ -421,7 +421,8 @@ class ModernBertForSequenceClassification(ModernBertPreTrainedModel):
         else:
             n_docs = batch.cu_seqlens.numel() - 1
             lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).clamp(min=1).to(h.dtype)
-            pooled = h.new_zeros(n_docs, h.shape[1]).index_add(0, document_ids(batch.cu_seqlens, h.shape[0]), h) / lengths[:, None]
+            doc = document_ids(batch.cu_seqlens, h.shape[0])
+            pooled = h.new_zeros(n_docs, h.shape[1]).index_add(0, doc, h) / lengths[:, None]
         logits = self.classifier(self.drop(self.head(pooled)))
         loss = None if labels is None else self.classification_loss(logits, labels.to(logits.device))
         hidden_states = tuple(batch.pad(s) for s in states) if states is not None else None
@@ -448,8 +449,7 @@ class ModernBertForSequenceClassification(ModernBertPreTrainedModel):
 
 class LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `x @ weight.T + bias` against `labels`, computed in row chunks, with the gradients
-    computed in the same pass. The [n, vocab] logits (40 % of an MLM step's memory at a 50k vocabulary) are never
-    stored: each chunk's softmax becomes its gradient in place and is folded into grad_x / grad_weight at once.
+    computed in the same pass. The [n, vocab] logits and log-probabilities are never kept for backward: each chunk's softmax becomes its gradient in place and is folded into grad_x / grad_weight at once.
     The same FLOPs as decoder + F.cross_entropy, minus the log-softmax tensors and their zero-filled gradients."""
 
     @staticmethod
@@ -508,7 +508,8 @@ class LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(x, weight, bias, labels, return_logits: bool = True, chunk_elements: int = 1 << 23):
     """(summed CE loss, detached logits or None) for the MLM decoder; see `LinearCrossEntropy`.
     Chunks hold ~8M logits (32 MiB fp32): smaller chunks re-read grad_weight ([vocab, hidden]) too often, larger
-    ones only add memory (bench: 1350 x 50k decoder, 2 threads: 0.77 s at 4M, 0.74 s at 16M, unfused 0.81 s)."""
+    ones only add memory (790 x 50,368 fwd + bwd on 2 threads: 0.41 s at 8M or 16M per chunk, 0.43-0.44 s at 32-64M, unfused
+    F.linear + F.cross_entropy 0.50 s; see BENCHMARKS.md)."""
     chunk = max(1, chunk_elements // weight.shape[0])
     return LinearCrossEntropy.apply(x, weight, bias, labels, chunk, return_logits, torch.is_grad_enabled())
 
