@@ -508,8 +508,8 @@ class LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(x, weight, bias, labels, return_logits: bool = True, chunk_elements: int = 1 << 23):
     """(summed CE loss, detached logits or None) for the MLM decoder; see `LinearCrossEntropy`.
     Chunks hold ~8M logits (32 MiB fp32): smaller chunks re-read grad_weight ([vocab, hidden]) too often, larger
-    ones only add memory (790 x 50,368 fwd + bwd on 2 threads: 0.41 s at 8M or 16M per chunk, 0.43-0.44 s at 32-64M, unfused
-    F.linear + F.cross_entropy 0.50 s; see BENCHMARKS.md)."""
+    ones add memory and no speed (790 x 50,368 fwd + bwd on 2 threads: 0.41 s at 8M or 16M per chunk, 0.43-0.44 s
+    at 32-64M; unfused F.linear + F.cross_entropy 0.50 s; see BENCHMARKS.md)."""
     chunk = max(1, chunk_elements // weight.shape[0])
     return LinearCrossEntropy.apply(x, weight, bias, labels, chunk, return_logits, torch.is_grad_enabled())
 
