@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache
 from itertools import groupby
 
 SYSTEMS = ("icd10cm", "icd9cm", "icd9pcs", "icd10pcs")
@@ -91,7 +91,7 @@ def _check_system(system: str) -> None:
         raise ValueError(f"unknown ontology {system!r}; choose from {', '.join(SYSTEMS)}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def titles(system: str) -> dict[str, str]:
     """Dotless code -> long title for one system, in code order. ICD-10-CM holds categories and subcategories (what
     MIMIC-IV's d_icd_diagnoses lists too), the others every code of their release."""
@@ -113,7 +113,7 @@ def titles(system: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _icd10cm():
     import simple_icd_10_cm  # parses the CMS XML at import (~2.5 s): only when ICD-10-CM is asked for
 
