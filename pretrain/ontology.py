@@ -154,7 +154,8 @@ def _sentence_list(items: list[str]) -> str:
 
 def _icd10cm_documents() -> Iterator[tuple[str, str]]:
     cm = _icd10cm()
-    for category in (c for c in cm.get_all_codes(with_dots=True) if cm.is_category(c)):
+    # dict.fromkeys: a category that is also a one-category block (B10, C7A, ...) is listed twice
+    for category in dict.fromkeys(c for c in cm.get_all_codes(with_dots=True) if cm.is_category(c)):
         block, chapter = cm.get_ancestors(category)[-2:]
         lines = [
             f"ICD-10-CM category {category}, {cm.get_description(category)}, is part of the block "
