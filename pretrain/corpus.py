@@ -78,7 +78,9 @@ def _mimic_documents(path: Path, source: str, counter: SkipCounter) -> Iterator[
 def _pubmed_documents(paths: Iterable[Path], counter: SkipCounter) -> Iterator[Document]:
     for path in paths:
         for citation in read_pubmed(path, counter):
-            yield Document(f"pubmed:{citation.pmid}", "pubmed", pubmed_text(citation))
+            # A PMID can come in several versions (update files); each version is its own citation.
+            suffix = "" if citation.version <= 1 else f"v{citation.version}"
+            yield Document(f"pubmed:{citation.pmid}{suffix}", "pubmed", pubmed_text(citation))
 
 
 def _ontology_documents(system: str, counter: SkipCounter) -> Iterator[Document]:

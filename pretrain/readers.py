@@ -1,0 +1,339 @@
+"""Streaming readers for the raw corpora: MIMIC-IV CSV tables (notes and hosp) and PubMed XML.
+
+Every reader is a generator that holds one record at a time, so memory stays flat however large the file. A record
+that cannot be used is never dropped silently: it is counted in a `SkipCounter` under a reason, with the first few
+locations (file, row or record number, PMID; never text) kept as examples for the corpus report. After a reader is
+exhausted, `counter.read == counter.kept + sum(counter.skipped.values())`. Corruption that makes the rest of a file
+unreadable (truncated gzip, broken XML, an unterminated quote running to the end) raises `ReadError`, a one-line
+message naming the file and how far reading got; the records before it have already been yielded.
+
+Both formats are detected by content, not by name: a file starting with the gzip magic bytes is decompressed.
+
+CSV skip reasons (`read_csv_table`, `read_mimic_notes`):
+- ``malformed_row``: the CSV parser could not split the record into the header's columns (wrong field count, a
+  stray quote, a field over `FIELD_SIZE_LIMIT`). One broken quote can make a short run of these: the parser restarts
+  at the next physical line and is back in step at the next line that starts a record. Examples give the line span.
+- ``invalid_utf8``: the record holds bytes that are not UTF-8. We decode with `surrogateescape` and skip such rows
+  rather than replace the bytes: MIMIC is valid UTF-8, so bad bytes mean a damaged record, and U+FFFD characters
+  would otherwise land in the pretraining text unnoticed.
+Notes only (`read_mimic_notes`): ``missing_note_id``, ``bad_subject_id`` (not a non-negative integer),
+``bad_hadm_id`` / ``bad_note_seq`` (present but not an integer; empty means None), ``missing_text`` (empty field),
+``empty_text`` (whitespace only).
+
+PubMed skip reasons (`read_pubmed`): ``no_abstract`` (a title alone is too little text for pretraining),
+``malformed_article`` (no numeric PMID, or no Article element), ``delete_citation`` (each PMID listed in an update
+file's `<DeleteCitation>`: an instruction to drop an earlier citation, not an article, so it is read and skipped),
+``not_an_article`` (any other record, e.g. `<PubmedBookArticle>`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+import xml.etree.ElementTree as ET
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+GZIP_MAGIC = b"\x1f\x8b"
+# The csv module's limit is per field, in characters, and process-wide. MIMIC's longest notes are ~10^5 characters;
+# a field of 16 MB can only be a quote that never closed, so we cut it there instead of buffering the rest of the file.
+FIELD_SIZE_LIMIT = 16 * 2**20
+MIMIC_NOTE_COLUMNS = ("note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text")
+# `surrogateescape` turns each undecodable byte into one lone surrogate in this range.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+class ReadError(Exception):
+    """A file that cannot be read on: the message is one line naming the file and where reading stopped."""
+
+
+@dataclass
+class SkipCounter:
+    """How many records a reader saw, kept, and skipped per reason. Share one across files to get a source's total."""
+
+    read: int = 0
+    kept: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 5
+
+    def skip(self, reason: str, where: str | None = None) -> None:
+        self.skipped[reason] += 1
+        if where is not None:
+            kept_examples = self.examples.setdefault(reason, [])
+            if len(kept_examples) < self.max_examples:
+                kept_examples.append(where)
+
+    def as_dict(self) -> dict:
+        report = {"read": self.read, "kept": self.kept, "skipped": dict(sorted(self.skipped.items()))}
+        if self.examples:
+            report["examples"] = {reason: list(places) for reason, places in sorted(self.examples.items())}
+        return report
+
+
+@dataclass(frozen=True)
+class MimicNote:
+    note_id: str
+    subject_id: int
+    hadm_id: int | None  # radiology reports of outpatients have none
+    note_type: str
+    note_seq: int | None
+    charttime: str
+    storetime: str | None
+    text: str  # as stored: de-identified spans stay `___`
+
+
+@dataclass(frozen=True)
+class PubmedCitation:
+    pmid: str
+    # Versioned citations (PMID Version="2"...) are new records under the same PMID: the 2021 update file holds one
+    # PMID in versions 1-4. Deduplicating (keep the highest version) is the corpus builder's call, not the reader's.
+    version: int
+    title: str
+    abstract_sections: list[tuple[str | None, str]]  # (Label, text); Label is None in unstructured abstracts
+    # One entry per MeshHeading in MEDLINE's own form: the descriptor, then its qualifiers, joined by "/"
+    # ("Dopamine/metabolism/pharmacology"). The descriptor alone is the part before the first "/".
+    mesh: list[str]
+    languages: list[str]  # e.g. ["eng"]
+    year: int | None  # publication year (PubDate/Year, else the first year in MedlineDate)
+
+
+# ---------------------------------------------------------------------------------------------------------------- IO
+
+
+@contextmanager
+def _open_binary(path: Path) -> Iterator[BinaryIO]:
+    """The file's bytes, gunzipped when the content starts with the gzip magic (whatever the name says)."""
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise ReadError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    with raw:
+        if raw.peek(2)[:2] == GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield raw
+
+
+def _broken_stream(path: Path, exc: BaseException, done: str) -> ReadError:
+    """The error for a stream that stops decoding mid-file: a truncated or corrupt gzip, or a failing disk."""
+    what = "truncated gzip" if isinstance(exc, EOFError) else f"corrupt or unreadable data ({exc})"
+    return ReadError(f"{path}: {what} after {done}")
+
+
+# --------------------------------------------------------------------------------------------------------------- CSV
+
+
+def _csv_records(path: Path, required: Sequence[str], counter: SkipCounter, kind: str) -> Iterator[tuple[str, dict]]:
+    """(where, {column: value}) for every record that has the header's columns and is valid UTF-8; counts `read` and
+    the skips `malformed_row` and `invalid_utf8`. The caller counts `kept` and its own skips."""
+    csv.field_size_limit(FIELD_SIZE_LIMIT)
+    with _open_binary(path) as raw:
+        # utf-8-sig: tolerate a byte-order mark from spreadsheet exports. newline="" hands quoted newlines to csv.
+        lines = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        # strict: a quote inside a quoted field that is not doubled is an error, not silently merged text.
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ReadError(f"{path}: empty file, expected a CSV header") from None
+        except csv.Error:
+            raise ReadError(f"{path}: unreadable CSV header") from None
+        except (EOFError, OSError, zlib.error) as exc:
+            raise _broken_stream(path, exc, "0 rows") from None
+        missing = [name for name in required if name not in header]
+        if missing:
+            # The header's own names are not echoed: a wrong file's first line could be note text.
+            raise ReadError(f"{path}: not a {kind} file: missing column(s) {', '.join(missing)}")
+        if len(set(header)) != len(header):
+            raise ReadError(f"{path}: duplicate column names in the header")
+
+        row = 0
+        while True:
+            first_line = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                row += 1
+                if "unexpected end of data" in str(exc):
+                    # A quote that never closes swallows everything after it: the rest of the file is lost.
+                    raise ReadError(f"{path}: unterminated quoted field from line {first_line} to the end of the "
+                                    f"file (row {row}); {row - 1} rows read before it") from None
+                counter.read += 1
+                counter.skip("malformed_row", f"{path.name} row {row} (lines {first_line}-{reader.line_num})")
+                continue
+            except (EOFError, OSError, zlib.error) as exc:
+                raise _broken_stream(path, exc, f"{row} rows") from None
+            if not fields:  # a blank line between records holds no record
+                continue
+            row += 1
+            counter.read += 1
+            where = f"{path.name} row {row} (line {first_line})"
+            if len(fields) != len(header):
+                counter.skip("malformed_row", f"{where}: {len(fields)} fields, header has {len(header)}")
+            elif any(_ESCAPED_BYTE.search(value) for value in fields):
+                counter.skip("invalid_utf8", where)
+            else:
+                yield where, dict(zip(header, fields, strict=True))
+
+
+def read_csv_table(path: str | Path, required: Sequence[str], counter: SkipCounter | None = None,
+                   ) -> Iterator[dict[str, str]]:
+    """Rows of a CSV / CSV.gz table (e.g. MIMIC hosp `admissions.csv.gz`) as {column: value}, every header column
+    included, values as written (empty string for NULL). `required` columns must be in the header."""
+    counter = counter if counter is not None else SkipCounter()
+    for _where, record in _csv_records(Path(path), required, counter, kind="table with these columns"):
+        counter.kept += 1
+        yield record
+
+
+def _is_number(value: str) -> bool:
+    """Only ASCII digits: int() would also take " 12", "1_0" and "²"."""
+    return value.isascii() and value.isdigit()
+
+
+def read_mimic_notes(path: str | Path, counter: SkipCounter | None = None) -> Iterator[MimicNote]:
+    """Notes of a MIMIC-IV-Note file (`discharge.csv.gz`, `radiology.csv.gz`, or the same as plain CSV). Columns are
+    found by header name, so their order may differ and extra columns are ignored."""
+    counter = counter if counter is not None else SkipCounter()
+    for where, record in _csv_records(Path(path), MIMIC_NOTE_COLUMNS, counter, kind="MIMIC note"):
+        hadm_id, note_seq, text = record["hadm_id"], record["note_seq"], record["text"]
+        if not record["note_id"]:
+            counter.skip("missing_note_id", where)
+        elif not _is_number(record["subject_id"]):
+            counter.skip("bad_subject_id", where)
+        elif hadm_id and not _is_number(hadm_id):  # empty is NULL: outpatient radiology
+            counter.skip("bad_hadm_id", where)
+        elif note_seq and not _is_number(note_seq):
+            counter.skip("bad_note_seq", where)
+        elif not text:
+            counter.skip("missing_text", where)
+        elif text.isspace():
+            counter.skip("empty_text", where)
+        else:
+            counter.kept += 1
+            yield MimicNote(
+                note_id=record["note_id"], subject_id=int(record["subject_id"]),
+                hadm_id=int(hadm_id) if hadm_id else None, note_type=record["note_type"],
+                note_seq=int(note_seq) if note_seq else None, charttime=record["charttime"],
+                storetime=record["storetime"] or None, text=text,
+            )
+
+
+# ------------------------------------------------------------------------------------------------------------ PubMed
+
+
+def _joined_text(element: ET.Element | None) -> str:
+    """An element's text with its inline markup (<i>, <sup>, <b>…) dropped and the words kept."""
+    return "".join(element.itertext()).strip() if element is not None else ""
+
+
+def _publication_year(article: ET.Element) -> int | None:
+    pub_date = article.find("Journal/JournalIssue/PubDate")
+    if pub_date is None:
+        return None
+    found = re.search(r"\d{4}", pub_date.findtext("Year") or pub_date.findtext("MedlineDate") or "")
+    return int(found.group()) if found else None
+
+
+def _citation(record: ET.Element) -> PubmedCitation | str:
+    """A <PubmedArticle> as a citation, or the skip reason."""
+    citation = record.find("MedlineCitation")
+    pmid = (citation.findtext("PMID") or "").strip() if citation is not None else ""
+    article = citation.find("Article") if citation is not None else None
+    if not _is_number(pmid) or article is None:
+        return "malformed_article"
+    sections = [(part.get("Label") or None, text) for part in article.iterfind("Abstract/AbstractText")
+                if (text := _joined_text(part))]
+    if not sections:
+        return "no_abstract"
+    mesh = []
+    for heading in citation.iterfind("MeshHeadingList/MeshHeading"):
+        descriptor = _joined_text(heading.find("DescriptorName"))
+        if descriptor:
+            mesh.append("/".join([descriptor, *(_joined_text(q) for q in heading.iterfind("QualifierName"))]))
+    version = citation.find("PMID").get("Version", "1")
+    return PubmedCitation(
+        pmid=pmid,
+        version=int(version) if _is_number(version) else 1,
+        # Non-English articles carry a bracketed English ArticleTitle; the original one is the VernacularTitle.
+        title=_joined_text(article.find("ArticleTitle")) or _joined_text(article.find("VernacularTitle")),
+        abstract_sections=sections,
+        mesh=mesh,
+        languages=[lang.text.strip() for lang in article.iterfind("Language") if lang.text and lang.text.strip()],
+        year=_publication_year(article),
+    )
+
+
+def read_pubmed(path: str | Path, counter: SkipCounter | None = None) -> Iterator[PubmedCitation]:
+    """Citations with an abstract from a PubMed baseline or update file (`pubmedYYnNNNN.xml[.gz]`), streamed: each
+    record is cleared from the tree once read."""
+    counter = counter if counter is not None else SkipCounter()
+    path = Path(path)
+    records = 0
+    with _open_binary(path) as raw:
+        root = None
+        depth = 0
+        try:
+            # "start" events only to find the root and the depth; records are the root's children, handled at "end".
+            for event, element in ET.iterparse(raw, events=("start", "end")):
+                if event == "start":
+                    if root is None:
+                        root = element
+                        if element.tag != "PubmedArticleSet":
+                            raise ReadError(f"{path}: not a PubMed XML file (root element <{element.tag}>, "
+                                            "expected <PubmedArticleSet>)")
+                    depth += 1
+                    continue
+                depth -= 1
+                if depth != 1:
+                    continue
+                records += 1
+                where = f"{path.name} record {records}"
+                if element.tag == "PubmedArticle":
+                    counter.read += 1
+                    citation = _citation(element)
+                    if isinstance(citation, str):
+                        pmid = element.findtext("MedlineCitation/PMID")
+                        counter.skip(citation, f"{where} (PMID {pmid.strip()})" if pmid and pmid.strip() else where)
+                    else:
+                        counter.kept += 1
+                        yield citation
+                elif element.tag == "DeleteCitation":
+                    for pmid in element.iterfind("PMID"):
+                        counter.read += 1
+                        counter.skip("delete_citation", f"{where} (PMID {(pmid.text or '').strip()})")
+                else:
+                    counter.read += 1
+                    counter.skip("not_an_article", f"{where} (<{element.tag}>)")
+                # Drop the finished record and the root's reference to it: memory stays one record deep.
+                root.clear()
+        except ET.ParseError as exc:
+            line, column = exc.position
+            raise ReadError(f"{path}: malformed XML at line {line}, column {column} (after {records} records): "
+                            f"{exc.msg.split(':')[0]}") from None
+        except (EOFError, OSError, zlib.error) as exc:
+            raise _broken_stream(path, exc, f"{records} records") from None
+
+
+def pubmed_text(citation: PubmedCitation) -> str:
+    """The pretraining document: the title, one line per abstract section ("BACKGROUND: …" where the abstract is
+    structured), and a last line "MeSH terms: a; b/qualifier; c" when indexed, so the model sees the curated
+    vocabulary beside the prose it indexes."""
+    lines = [citation.title] if citation.title else []
+    lines += [f"{label}: {text}" if label else text for label, text in citation.abstract_sections]
+    if citation.mesh:
+        lines.append("MeSH terms: " + "; ".join(citation.mesh))
+    return "\n".join(lines)
