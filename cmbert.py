@@ -53,6 +53,59 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     print(f"tokenizer saved to {args.out}; report: {args.out}/tokenizer_report.json")
 
 
+def _corpus_pack(args: argparse.Namespace) -> None:
+    from pretrain.packing import merge_manifests, pack_corpus
+
+    if args.merge:
+        manifest = merge_manifests(args.out)
+    else:
+        missing = [f"--{name}" for name in ("corpus", "tokenizer") if getattr(args, name) is None]
+        if missing:
+            raise ValueError(f"corpus pack needs {' and '.join(missing)} (or --merge)")
+        manifest = pack_corpus(args.corpus, args.tokenizer, args.out, max_seq_len=args.max_seq_len,
+                               num_proc=args.num_proc, weights=args.weights, shard=args.shard, seed=args.seed)
+    for source, s in manifest["sources"].items():
+        print(f"{source}: {s['tokens']:,} tokens in {s['rows']:,} rows, {100 * s['packing_efficiency']:.2f} % real")
+    t = manifest["totals"]
+    print(f"total: {t['tokens']:,} tokens in {t['rows']:,} rows of {manifest['max_seq_len']:,}, "
+          f"{100 * t['packing_efficiency']:.2f} % real tokens")
+    if manifest["shard"]["count"] > 1:
+        i, n = manifest["shard"]["index"], manifest["shard"]["count"]
+        print(f"shard {i}/{n} done; when all {n} are, run: cmbert corpus pack --merge --out {args.out}")
+    else:
+        print(f"manifest: {args.out}/manifest.json")
+
+
+def _seq_len(text: str) -> int:
+    """`--max-seq-len`: the presets 1k / 8k (ModernBERT's two pretraining phases) or a number of tokens."""
+    presets = {"1k": 1024, "8k": 8192}
+    try:
+        return presets[text.lower()] if text.lower() in presets else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 1k, 8k or a number of tokens, got {text!r}") from None
+
+
+def _weights(text: str) -> dict[str, float]:
+    """`--weights mimic_discharge=2,pubmed=1`: relative weights per source."""
+    weights = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        source, _, value = item.partition("=")
+        try:
+            weights[source.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT[,SOURCE=WEIGHT...], got {item!r}") from None
+    return weights
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from pretrain.packing import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _subcommands(commands, name: str, help: str):
     parser = commands.add_parser(name, help=help, description=help)
     return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="VERB")
@@ -103,6 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
                             "validation and test patients")
     build.add_argument("--out", required=True, help="the document store folder")
     build.add_argument("--overwrite", action="store_true", help="rebuild a store that already exists")
+
+    pack = _add(corpus, "pack", "tokenize a document store in parallel and pack it best-fit into fixed-size token "
+                "shards with a manifest (document boundaries kept)",
+                "cmbert corpus pack --corpus runs/corpus --tokenizer runs/tokenizer --max-seq-len 1k --out runs/shards-1k"
+                "\n  split over a SLURM array: --shard $SLURM_ARRAY_TASK_ID/8 on each task, then --merge --out DIR",
+                _corpus_pack)
+    pack.add_argument("--corpus", help="a document store from `cmbert corpus build`")
+    pack.add_argument("--tokenizer", help="a tokenizer folder (or tokenizer.json) from `cmbert tokenizer train`")
+    pack.add_argument("--out", required=True, help="the shard folder")
+    pack.add_argument("--max-seq-len", type=_seq_len, default=1024, metavar="{1k,8k,N}",
+                      help="row length in tokens (default: 1k = 1,024; 8k = 8,192 for the long-context phase)")
+    pack.add_argument("--num-proc", type=int, default=min(2, os.cpu_count() or 1),
+                      help="tokenizer processes (default: 2, or 1 on a one-core machine)")
+    pack.add_argument("--weights", type=_weights, metavar="SRC=W,...",
+                      help="mixture weights recorded as the reader's default (default: each source's token share)")
+    pack.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                      help="pack only part I of N of the store (one machine of a split run)")
+    pack.add_argument("--seed", type=int, default=0, help="the reader's default sampling seed")
+    pack.add_argument("--merge", action="store_true", help="merge the N partial manifests of a split run in --out")
 
     tokenizer = _subcommands(commands, "tokenizer", "the clinical byte-level BPE tokenizer")
     train = _add(tokenizer, "train", "train a ModernBERT-style byte-level BPE on a document store and report "

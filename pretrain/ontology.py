@@ -113,6 +113,18 @@ def titles(system: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+# MIMIC-IV's two code tables and the system each icd_version refers to.
+MIMIC_CODE_SYSTEMS = {"diagnoses": {9: "icd9cm", 10: "icd10cm"}, "procedures": {9: "icd9pcs", 10: "icd10pcs"}}
+
+
+def known_codes(table: str) -> dict[int, dict[str, str]]:
+    """{icd_version: {code: title}} for MIMIC's `diagnoses` or `procedures` codes, from the ontology packages (for
+    `pretrain.readers.read_icd_codes` when a tree has no d_icd table)."""
+    if table not in MIMIC_CODE_SYSTEMS:
+        raise ValueError(f"unknown code table {table!r}; expected one of {', '.join(MIMIC_CODE_SYSTEMS)}")
+    return {version: titles(system) for version, system in MIMIC_CODE_SYSTEMS[table].items()}
+
+
 @cache
 def _icd10cm():
     import simple_icd_10_cm  # parses the CMS XML at import (~2.5 s): only when ICD-10-CM is asked for

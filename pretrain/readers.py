@@ -20,6 +20,10 @@ Notes only (`read_mimic_notes`): ``missing_note_id``, ``bad_subject_id`` (not a 
 ``bad_hadm_id`` / ``bad_note_seq`` (present but not an integer; empty means None), ``missing_text`` (empty field),
 ``empty_text`` (whitespace only).
 
+ICD code tables only (`read_icd_codes`: hosp `diagnoses_icd`, `procedures_icd`): ``bad_subject_id``,
+``bad_hadm_id``, ``bad_seq_num`` (not an integer), ``bad_icd_version`` (not 9 or 10), ``missing_code``, and
+``unknown_code`` (a code that is not in the `known` dictionary of its version, when one is given).
+
 PubMed skip reasons (`read_pubmed`): ``no_abstract`` (a title alone is too little text for pretraining),
 ``malformed_article`` (no numeric PMID, or no Article element), ``delete_citation`` (each PMID listed in an update
 file's `<DeleteCitation>`: an instruction to drop an earlier citation, not an article, so it is read and skipped),
@@ -35,7 +39,7 @@ import re
 import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 # The csv module's limit is per field, in characters, and process-wide. MIMIC's longest notes are ~10^5 characters;
 # a field of 16 MB can only be a quote that never closed, so we cut it there instead of buffering the rest of the file.
 FIELD_SIZE_LIMIT = 16 * 2**20
+ICD_CODE_COLUMNS = ("subject_id", "hadm_id", "seq_num", "icd_code", "icd_version")
+ICD_DICTIONARY_COLUMNS = ("icd_code", "icd_version", "long_title")
 MIMIC_NOTE_COLUMNS = ("note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text")
 # `surrogateescape` turns each undecodable byte into one lone surrogate in this range.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
@@ -88,6 +94,17 @@ class MimicNote:
     charttime: str
     storetime: str | None
     text: str  # as stored: de-identified spans stay `___`
+
+
+@dataclass(frozen=True)
+class IcdCode:
+    """One row of hosp `diagnoses_icd` or `procedures_icd` (extra columns such as `chartdate` are not kept)."""
+
+    subject_id: int
+    hadm_id: int
+    seq_num: int  # 1 is the principal diagnosis / first procedure
+    code: str  # without dots, as MIMIC writes it
+    version: int  # 9 or 10
 
 
 @dataclass(frozen=True)
@@ -202,6 +219,54 @@ def read_csv_table(path: str | Path, required: Sequence[str], counter: SkipCount
 def _is_number(value: str) -> bool:
     """Only ASCII digits: int() would also take " 12", "1_0" and "²"."""
     return value.isascii() and value.isdigit()
+
+
+def _icd_code(value: str) -> str:
+    """MIMIC's form of a code: no dots, upper case (tolerates "250.00" from other exports)."""
+    return value.strip().replace(".", "").upper()
+
+
+def read_icd_dictionary(path: str | Path, counter: SkipCounter | None = None) -> dict[int, dict[str, str]]:
+    """MIMIC's `d_icd_diagnoses` / `d_icd_procedures`: {icd_version: {code: long_title}}, the codes a MIMIC release
+    can use. Rows with a version other than 9 or 10 or no code are counted skips."""
+    counter = counter if counter is not None else SkipCounter()
+    known: dict[int, dict[str, str]] = {9: {}, 10: {}}
+    for where, record in _csv_records(Path(path), ICD_DICTIONARY_COLUMNS, counter, kind="MIMIC ICD dictionary"):
+        version, code = record["icd_version"].strip(), _icd_code(record["icd_code"])
+        if version not in ("9", "10"):
+            counter.skip("bad_icd_version", where)
+        elif not code:
+            counter.skip("missing_code", where)
+        else:
+            counter.kept += 1
+            known[int(version)][code] = record["long_title"]
+    return known
+
+
+def read_icd_codes(path: str | Path, known: Mapping[int, Container[str]] | None = None,
+                   counter: SkipCounter | None = None) -> Iterator[IcdCode]:
+    """Coded rows of MIMIC's `diagnoses_icd` / `procedures_icd`. `known`: {icd_version: codes} (e.g. from
+    `read_icd_dictionary` of the release's d_icd table, or `pretrain.ontology.known_codes`); a code outside it is
+    skipped as ``unknown_code`` rather than becoming a label no model can learn from its title."""
+    counter = counter if counter is not None else SkipCounter()
+    for where, record in _csv_records(Path(path), ICD_CODE_COLUMNS, counter, kind="MIMIC ICD code table"):
+        version, code = record["icd_version"].strip(), _icd_code(record["icd_code"])
+        if not _is_number(record["subject_id"]):
+            counter.skip("bad_subject_id", where)
+        elif not _is_number(record["hadm_id"]):
+            counter.skip("bad_hadm_id", where)
+        elif not _is_number(record["seq_num"]):
+            counter.skip("bad_seq_num", where)
+        elif version not in ("9", "10"):
+            counter.skip("bad_icd_version", where)
+        elif not code:
+            counter.skip("missing_code", where)
+        elif known is not None and code not in known.get(int(version), ()):
+            counter.skip("unknown_code", f"{where}: ICD-{version} {code}")
+        else:
+            counter.kept += 1
+            yield IcdCode(subject_id=int(record["subject_id"]), hadm_id=int(record["hadm_id"]),
+                          seq_num=int(record["seq_num"]), code=code, version=int(version))
 
 
 def read_mimic_notes(path: str | Path, counter: SkipCounter | None = None) -> Iterator[MimicNote]:

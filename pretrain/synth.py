@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from pretrain.ontology import titles
+from pretrain.ontology import MIMIC_CODE_SYSTEMS, known_codes
 from pretrain.synth_catalog import (
     ACUTE,
     ALLERGIES,
@@ -1774,12 +1774,13 @@ def _patient_row(patient: _Patient, dod: date | None) -> list:
 
 def _write_dictionaries(out: Path) -> dict[str, int]:
     counts = {}
-    for name, systems in (("d_icd_diagnoses", ("icd9cm", "icd10cm")), ("d_icd_procedures", ("icd9pcs", "icd10pcs"))):
+    for table_kind in MIMIC_CODE_SYSTEMS:
+        name = f"d_icd_{table_kind}"
         table = _GzCsv(out / "hosp" / f"{name}.csv.gz", COLUMNS[f"hosp/{name}"])
-        for system in systems:
-            version = 9 if system.startswith("icd9") else 10
-            table.writer.writerows((code, version, title) for code, title in titles(system).items())
-        counts[name] = sum(len(titles(s)) for s in systems)
+        known = known_codes(table_kind)
+        for version, codes in known.items():
+            table.writer.writerows((code, version, title) for code, title in codes.items())
+        counts[name] = sum(map(len, known.values()))
         table.close()
     return counts
 
@@ -1791,7 +1792,7 @@ def synthesize_mimic(out: str | Path, patients: int, seed: int = 0) -> dict:
     if not 1 <= patients <= MAX_PATIENTS:
         raise ValueError(f"patients must be between 1 and {MAX_PATIENTS:,}, got {patients}")
     out = Path(out)
-    title_of = {9: titles("icd9cm"), 10: titles("icd10cm")}
+    title_of = known_codes("diagnoses")
     writers = {name: _GzCsv(out / f"{name}.csv.gz", columns) for name, columns in COLUMNS.items()
                if not name.startswith("hosp/d_icd")}
     providers = _providers(seed)

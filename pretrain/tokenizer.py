@@ -108,6 +108,7 @@ def train_tokenizer_from_store(
     max_held_out: int = 2000,
     model_max_length: int = 8192,
     general_tokenizer: str | Path | None = None,
+    progress: bool | None = None,
 ) -> dict:
     """`cmbert tokenizer train`: train on every document of a corpus store except a held-out ~1 % (chosen by id),
     save the tokenizer to `out`, and write `out/tokenizer_report.json`: per source, tokens per word of ours and of a
@@ -118,7 +119,8 @@ def train_tokenizer_from_store(
     trained: dict[str, int] = {}
 
     def training_texts() -> Iterator[str]:
-        for doc in tqdm(iter_documents(store), desc="tokenizer", unit=" docs"):
+        for doc in tqdm(iter_documents(store), desc="tokenizer", unit=" docs",
+                        disable=None if progress is None else not progress):
             source = doc["source"]
             if _held_out(doc["id"], held_out):
                 if len(bucket := held.setdefault(source, [])) < max_held_out:

@@ -16,13 +16,17 @@ import pytest
 
 from pretrain import readers, wheel_data
 from pretrain.readers import (
+    ICD_CODE_COLUMNS,
     MIMIC_NOTE_COLUMNS,
+    IcdCode,
     MimicNote,
     PubmedCitation,
     ReadError,
     SkipCounter,
     pubmed_text,
     read_csv_table,
+    read_icd_codes,
+    read_icd_dictionary,
     read_mimic_notes,
     read_pubmed,
 )
@@ -264,6 +268,56 @@ def test_csv_table_rows_and_skips(tmp_path, gz):
     assert counter.as_dict()["skipped"] == {"invalid_utf8": 1, "malformed_row": 1}
     with pytest.raises(ReadError, match=r"missing column\(s\) long_title$"):
         list(read_csv_table(path, required=["icd_code", "long_title"]))
+
+
+def test_icd_codes_with_every_bad_row_counted(tmp_path):
+    dictionary = write(tmp_path / "d_icd_diagnoses.csv.gz", csv_bytes(
+        ["icd_code", "icd_version", "long_title"],
+        [["5723", "9", "Portal hypertension"], ["I214", "10", "Non-ST elevation (NSTEMI) myocardial infarction"],
+         ["E119", "10", "Type 2 diabetes mellitus without complications"], ["X1", "11", "from the future"]]), gz=True)
+    dictionary_counter = SkipCounter()
+    known = read_icd_dictionary(dictionary, dictionary_counter)
+    assert dictionary_counter.as_dict() == {"read": 4, "kept": 3, "skipped": {"bad_icd_version": 1},
+                                            "examples": {"bad_icd_version": ["d_icd_diagnoses.csv.gz row 4 (line 5)"]}}
+    assert known == {9: {"5723": "Portal hypertension"},
+                     10: {"I214": "Non-ST elevation (NSTEMI) myocardial infarction",
+                          "E119": "Type 2 diabetes mellitus without complications"}}
+    rows = [
+        ["10000032", "22595853", "1", "5723", "9"],
+        ["10000032", "22595853", "2", "i21.4", "10"],  # another export's form: dots, lower case
+        ["10000033", "22595854", "1", "E119", "10"],
+        ["x", "22595854", "2", "E119", "10"],
+        ["10000033", "", "3", "E119", "10"],
+        ["10000033", "22595854", "first", "E119", "10"],
+        ["10000033", "22595854", "5", "E119", "11"],
+        ["10000033", "22595854", "6", " ", "10"],
+        ["10000033", "22595854", "7", "ZZZ99", "10"],  # not a code of this release
+        ["10000033", "22595854", "8", "I214", "9"],  # an ICD-10 code claimed as ICD-9
+    ]
+    path = write(tmp_path / "diagnoses_icd.csv.gz", csv_bytes(ICD_CODE_COLUMNS, rows), gz=True)
+    codes, counter = read_all(read_icd_codes, path, known=known)
+    assert codes == [IcdCode(10000032, 22595853, 1, "5723", 9), IcdCode(10000032, 22595853, 2, "I214", 10),
+                     IcdCode(10000033, 22595854, 1, "E119", 10)]
+    assert counter.as_dict()["skipped"] == {"bad_hadm_id": 1, "bad_icd_version": 1, "bad_seq_num": 1,
+                                            "bad_subject_id": 1, "missing_code": 1, "unknown_code": 2}
+    assert counter.examples["unknown_code"] == ["diagnoses_icd.csv.gz row 9 (line 10): ICD-10 ZZZ99",
+                                                "diagnoses_icd.csv.gz row 10 (line 11): ICD-9 I214"]
+    unchecked, counter = read_all(read_icd_codes, path)  # no dictionary: every well-formed row is kept
+    assert len(unchecked) == 5 and counter.skipped["unknown_code"] == 0
+
+
+def test_generated_codes_are_all_real(tmp_path):
+    """The synthetic tree's codes are real: every one is in its own d_icd table and in the ontology packages."""
+    from pretrain.ontology import known_codes
+    from pretrain.synth import synthesize_mimic
+
+    synthesize_mimic(tmp_path, patients=40, seed=3)
+    for table in ("diagnoses", "procedures"):
+        release = read_icd_dictionary(tmp_path / "hosp" / f"d_icd_{table}.csv.gz")
+        for known in (release, known_codes(table)):
+            codes, counter = read_all(read_icd_codes, tmp_path / "hosp" / f"{table}_icd.csv.gz", known=known)
+            assert codes and counter.read == counter.kept, counter.as_dict()
+        assert {c.version for c in codes} == {9, 10}
 
 
 def test_readers_write_nothing_beside_their_input(tmp_path):

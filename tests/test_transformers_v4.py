@@ -26,7 +26,8 @@ from conftest import randomize_
 from transformers import ModernBertConfig
 
 from modeling import ModernBertForMaskedLM, set_special_token_ids
-from pretrain.demo import synthetic_notes
+from pretrain.readers import read_mimic_notes
+from pretrain.synth import synthesize_mimic
 from pretrain.tokenizer import padded_vocab_size, save_tokenizer, train_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -105,7 +106,10 @@ def v4_python() -> Path:
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """A model with everything a v4 reader must get right, exported with its tokenizer, and our logits."""
-    tokenizer = train_tokenizer(synthetic_notes(200, seed=0), vocab_size=320, model_max_length=128)
+    mimic = tmp_path_factory.mktemp("mimic")
+    synthesize_mimic(mimic, patients=20, seed=0)
+    notes = [note.text for note in read_mimic_notes(mimic / "note" / "discharge.csv.gz")]
+    tokenizer = train_tokenizer(notes, vocab_size=320, model_max_length=128)
     config = ModernBertConfig(
         vocab_size=padded_vocab_size(len(tokenizer)), hidden_size=64, intermediate_size=96, num_hidden_layers=5,
         num_attention_heads=4,
