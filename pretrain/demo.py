@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -102,7 +103,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, patients: int = 300, steps: int
 
     stage(f"[4/6] packing best-fit into rows of {max_seq_len} tokens")
     manifest = pack_corpus(out_dir / "corpus", out_dir / "tokenizer", out_dir / "shards", max_seq_len=max_seq_len,
-                           seed=seed, progress=False)
+                           seed=seed, num_proc=min(2, os.cpu_count() or 1), progress=False)
     totals = manifest["totals"]
     print(f"      {totals['tokens']:,} tokens in {totals['rows']:,} rows, "
           f"{100 * totals['packing_efficiency']:.2f} % real tokens")

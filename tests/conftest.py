@@ -4,6 +4,11 @@ weights. Everything runs on CPU in fp32 and is built from configs (never from hu
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,6 +71,23 @@ def padded_batch(lengths, side: str = "right", seq_len: int | None = None, seed:
         ids[row, span] = torch.randint(3, VOCAB, (n,), generator=gen)
         mask[row, span] = 1
     return ids, mask
+
+
+@pytest.fixture(scope="session")
+def cmbert():
+    """Run the installed `cmbert` console script (what the README's commands run): `cmbert(*args, cwd=...)` returns
+    the CompletedProcess with text stdout/stderr. Offline, and never a debug traceback."""
+    script = Path(sys.executable).parent / "cmbert"
+    found = shutil.which("cmbert")
+    command = [str(script)] if script.exists() else [found] if found else [sys.executable, "-m", "cmbert"]
+    env = {k: v for k, v in os.environ.items() if k != "CMBERT_DEBUG"}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+    def run(*args, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *map(str, args)], cwd=cwd or Path(__file__).resolve().parents[1], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
 
 
 @pytest.fixture(autouse=True)

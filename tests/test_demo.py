@@ -7,11 +7,6 @@ export with plain transformers, as a user would.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import transformers
@@ -21,22 +16,10 @@ from pretrain.tokenizer import SPECIAL_TOKENS, padded_vocab_size, save_tokenizer
 PROMPT = "The patient was admitted with chest [MASK]."
 
 
-def cmbert_command() -> list[str]:
-    """The `cmbert` console script of this interpreter's environment (or `python -m cmbert` without one)."""
-    script = Path(sys.executable).parent / "cmbert"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("cmbert")
-    return [found] if found else [sys.executable, "-m", "cmbert"]
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, cmbert):
     out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([*cmbert_command(), "demo", "--out", str(out)], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = cmbert("demo", "--out", out)
     assert proc.returncode == 0, f"cmbert demo failed:\n{proc.stdout}\n{proc.stderr}"
     return out, proc.stdout, json.loads((out / "demo_report.json").read_text())
 
@@ -128,3 +111,14 @@ def test_decode_round_trips_text(tokenizer, tmp_path):
 def test_padded_vocab_size():
     assert [padded_vocab_size(n) for n in (1, 64, 65, 50305, 50368)] == [64, 64, 128, 50368, 50368]
     assert padded_vocab_size(100, multiple=8) == 104
+
+
+def test_demo_goes_through_the_real_data_path(demo_run):
+    _, stdout, report = demo_run
+    corpus = report["corpus"]
+    assert set(corpus) == {"mimic_discharge", "mimic_radiology", "pubmed", "icd10cm"}, corpus
+    assert corpus["pubmed"]["kept"] > 30_000  # the real PubMed sample, read through the XML reader
+    assert corpus["mimic_discharge"]["kept"] == report["synthetic_mimic"]["discharge_notes"]
+    assert report["packing"]["packing_efficiency"] >= 0.98
+    assert set(report["tokenizer"]["sources"]) == set(corpus)
+    assert abs(sum(report["training_mix"].values()) - 1) < 1e-9
