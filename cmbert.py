@@ -37,7 +37,7 @@ def _corpus_build(args: argparse.Namespace) -> None:
 
     report = build_corpus(
         args.out, mimic=args.mimic, pubmed=args.pubmed, ontology=args.ontology,
-        exclude_subjects=args.exclude_subjects, overwrite=args.overwrite,
+        exclude_subjects=args.exclude_subjects, overwrite=args.overwrite, num_proc=args.num_proc,
     )
     for source, r in report["sources"].items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in r["skipped"].items()) or "none"
@@ -119,6 +119,8 @@ def _add(verbs, name: str, help: str, example: str, func) -> argparse.ArgumentPa
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pretrain.corpus import DEFAULT_NUM_PROC
+
     parser = argparse.ArgumentParser(prog="cmbert", description="Pretrain and fine-tune a clinical ModernBERT.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -156,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "validation and test patients")
     build.add_argument("--out", required=True, help="the document store folder")
     build.add_argument("--overwrite", action="store_true", help="rebuild a store that already exists")
+    build.add_argument("--num-proc", type=int, default=DEFAULT_NUM_PROC,
+                       help="processes reading input files in parallel (default: 2, or 1 on a one-core machine); "
+                            "a killed build rerun with the same arguments resumes after the files it finished")
 
     pack = _add(corpus, "pack", "tokenize a document store in parallel and pack it best-fit into fixed-size token "
                 "shards with a manifest (document boundaries kept)",
@@ -167,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--out", required=True, help="the shard folder")
     pack.add_argument("--max-seq-len", type=_seq_len, default=1024, metavar="{1k,8k,N}",
                       help="row length in tokens (default: 1k = 1,024; 8k = 8,192 for the long-context phase)")
-    pack.add_argument("--num-proc", type=int, default=min(2, os.cpu_count() or 1),
+    pack.add_argument("--num-proc", type=int, default=DEFAULT_NUM_PROC,
                       help="tokenizer processes (default: 2, or 1 on a one-core machine)")
     pack.add_argument("--weights", type=_weights, metavar="SRC=W,...",
                       help="mixture weights recorded as the reader's default (default: each source's token share)")

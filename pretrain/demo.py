@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import transformers
 from transformers import AutoTokenizer, ModernBertConfig
 
 from modeling import ModernBertForMaskedLM, set_special_token_ids
-from pretrain.corpus import build_corpus
+from pretrain.corpus import DEFAULT_NUM_PROC, build_corpus
 from pretrain.packed_dataset import PackedDataset, collate
 from pretrain.packing import pack_corpus
 from pretrain.synth import synthesize_mimic
@@ -91,7 +90,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, patients: int = 300, steps: int
         print(f"      PubMed sample unavailable ({error}); going on without it")
         pubmed = []
     corpus = build_corpus(out_dir / "corpus", mimic=out_dir / "mimic", pubmed=pubmed, ontology=["icd10cm"],
-                          overwrite=True, progress=False)
+                          overwrite=True, num_proc=DEFAULT_NUM_PROC, progress=False)
     for source, r in corpus["sources"].items():
         print(f"      {source:16s} read {r['read']:6,}  kept {r['kept']:6,}  skipped {sum(r['skipped'].values()):6,}")
 
@@ -103,7 +102,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, patients: int = 300, steps: int
 
     stage(f"[4/6] packing best-fit into rows of {max_seq_len} tokens")
     manifest = pack_corpus(out_dir / "corpus", out_dir / "tokenizer", out_dir / "shards", max_seq_len=max_seq_len,
-                           seed=seed, num_proc=min(2, os.cpu_count() or 1), progress=False)
+                           seed=seed, num_proc=DEFAULT_NUM_PROC, progress=False)
     totals = manifest["totals"]
     print(f"      {totals['tokens']:,} tokens in {totals['rows']:,} rows, "
           f"{100 * totals['packing_efficiency']:.2f} % real tokens")

@@ -626,18 +626,15 @@ def merge_manifests(out: str | Path) -> dict:
     merged["shard"] = {"index": 0, "count": 1, "merged_from": count,
                        "parts": [p for partial in partials for p in partial["shard"]["parts"]]}
     sources: dict[str, dict] = {}
+    skips: dict[str, SkipCounter] = {}
     for partial in partials:
         for name, stats in partial["sources"].items():
-            into = sources.setdefault(name, {**_empty_stats(), "shards": [], "read": 0, "kept": 0, "skipped": {}})
-            for key in (*_empty_stats(), "read", "kept"):
+            into = sources.setdefault(name, {**_empty_stats(), "shards": []})
+            for key in _empty_stats():
                 into[key] += stats[key]
             into["shards"] += stats["shards"]
-            for reason, n in stats["skipped"].items():
-                into["skipped"][reason] = into["skipped"].get(reason, 0) + n
-            for reason, places in stats.get("examples", {}).items():
-                kept = into.setdefault("examples", {}).setdefault(reason, [])
-                kept += places[: SkipCounter.max_examples - len(kept)]
-    merged["sources"] = dict(sorted(sources.items()))
+            skips.setdefault(name, SkipCounter()).update(stats)
+    merged["sources"] = {name: {**sources[name], **skips[name].as_dict()} for name in sorted(sources)}
     _finish_manifest(merged, first.get("weight_overrides"))
     _write_json(out / "manifest.json", merged)
     return merged

@@ -77,6 +77,15 @@ class SkipCounter:
             if len(kept_examples) < self.max_examples:
                 kept_examples.append(where)
 
+    def update(self, counts: dict) -> None:
+        """Add the counts of another reader, given as `as_dict()` wrote them (e.g. one file of a source)."""
+        self.read += counts["read"]
+        self.kept += counts["kept"]
+        self.skipped.update(counts["skipped"])
+        for reason, places in counts.get("examples", {}).items():
+            kept_examples = self.examples.setdefault(reason, [])
+            kept_examples += places[: self.max_examples - len(kept_examples)]
+
     def as_dict(self) -> dict:
         report = {"read": self.read, "kept": self.kept, "skipped": dict(sorted(self.skipped.items()))}
         if self.examples:

@@ -156,3 +156,81 @@ def test_tokenizer_trained_on_a_store(sources, tmp_path):
     for r in held.values():
         assert r["ratio"] == pytest.approx(r["tokens_per_word"] / r["general_tokens_per_word"], abs=1e-3)
     assert json.loads((out / "tokenizer_report.json").read_text()) == report
+
+
+def store_bytes(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted((store / "docs").rglob("*.gz"))}
+
+
+def test_parallel_reading_writes_the_same_store(sources, tmp_path):
+    mimic, pubmed, exclude = sources
+    kwargs = dict(mimic=mimic, pubmed=pubmed, ontology=["icd9pcs"], exclude_subjects=exclude, progress=False)
+    one = build_corpus(tmp_path / "one", num_proc=1, **kwargs)
+    two = build_corpus(tmp_path / "two", num_proc=2, **kwargs)
+    assert one == two
+    assert store_bytes(tmp_path / "one") == store_bytes(tmp_path / "two")
+
+
+def test_a_killed_build_resumes_after_the_files_it_finished(sources, tmp_path, monkeypatch):
+    from pretrain import corpus
+
+    mimic, pubmed, exclude = sources
+    kwargs = dict(mimic=mimic, pubmed=pubmed, ontology=["icd9pcs"], exclude_subjects=exclude, progress=False)
+    fresh = build_corpus(tmp_path / "fresh", **kwargs)
+    real = corpus._unit_documents
+    calls = []
+
+    def reader(unit, counter, kill_at=None):
+        calls.append(unit.target)
+        for i, doc in enumerate(real(unit, counter)):
+            if unit.target == kill_at and i == 1:
+                raise KeyboardInterrupt  # killed in the middle of the second PubMed file
+            yield doc
+
+    monkeypatch.setattr(corpus, "_unit_documents", lambda u, c: reader(u, c, kill_at=str(pubmed[1])))
+    pubmed[1].write_bytes(gzip.compress(PUBMED.format("\n".join([ARTICLE.format(
+        pmid=n, title="t", abstract=f"<Abstract><AbstractText>Text {n}.</AbstractText></Abstract>")
+        for n in (3, 4)])).encode()))  # two citations, so the kill lands inside the file
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(tmp_path / "store", **kwargs)
+    assert not (tmp_path / "store" / "report.json").exists()  # an unfinished store never looks finished
+    first = list(calls)
+    assert first[-1] == str(pubmed[1]) and len(first) == 4
+
+    calls.clear()
+    monkeypatch.setattr(corpus, "_unit_documents", reader)
+    resumed = build_corpus(tmp_path / "store", **kwargs)
+    assert calls == [str(pubmed[1]), "icd9pcs"]  # the notes and the first PubMed file are not read again
+    again = build_corpus(tmp_path / "again", **kwargs)
+    assert resumed == again and store_bytes(tmp_path / "store") == store_bytes(tmp_path / "again")
+    assert not (tmp_path / "store" / "docs.partial").exists()
+    assert fresh["sources"]["pubmed"]["read"] == 4 and resumed["sources"]["pubmed"]["read"] == 5
+
+
+def test_changed_inputs_are_read_again(sources):
+    """A resumed build reuses a finished file only if its path, size, mtime and the excluded subjects are the same:
+    a unit's key changes with each of them."""
+    from pretrain.corpus import _plan
+
+    mimic, pubmed, _ = sources
+
+    def keys(excluded=frozenset()):
+        return {u.target: u.key for u in _plan(mimic, pubmed, ["icd9pcs"], excluded)}
+
+    before = keys()
+    assert keys() == before and len(set(before.values())) == 5
+    pubmed[0].write_text(pubmed[0].read_text() + "\n")
+    after = keys()
+    assert {t for t in before if before[t] != after[t]} == {str(pubmed[0])}
+    excluding = keys(frozenset({10000002}))
+    assert {t for t in after if after[t] != excluding[t]} == {str(p) for p in (mimic / "note").iterdir()}
+
+
+def test_a_broken_file_stops_the_build_with_one_line_naming_it(sources, tmp_path):
+    mimic, pubmed, _ = sources
+    broken = tmp_path / "pubmed" / "c.xml.gz"
+    broken.write_bytes(gzip.compress(PUBMED.format(ARTICLE.format(pmid=9, title="t", abstract="")).encode())[:-30])
+    with pytest.raises(ReadError, match=r"c\.xml\.gz") as error:
+        build_corpus(tmp_path / "store", mimic=mimic, pubmed=[*pubmed, broken], num_proc=2, progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "store" / "report.json").exists()
