@@ -22,10 +22,11 @@ from transformers import AutoTokenizer, ModernBertConfig
 
 from modeling import ModernBertForMaskedLM, set_special_token_ids
 from pretrain.corpus import DEFAULT_NUM_PROC, build_corpus
+from pretrain.masking import MaskingVocab, mask_tokens
 from pretrain.packed_dataset import PackedDataset, collate
 from pretrain.packing import pack_corpus
 from pretrain.synth import synthesize_mimic
-from pretrain.tokenizer import SPECIAL_TOKENS, format_tokenizer_report, save_tokenizer, train_tokenizer_from_store
+from pretrain.tokenizer import format_tokenizer_report, save_tokenizer, train_tokenizer_from_store
 from pretrain.wheel_data import FetchError, fetch_pubmed_sample
 
 PROMPTS = (
@@ -36,19 +37,6 @@ PROMPTS = (
 
 # Share of training rows per source (PubMed is ~85 % of the demo corpus's tokens).
 DEMO_MIX = {"mimic_discharge": 0.5, "mimic_radiology": 0.2, "pubmed": 0.2, "icd10cm": 0.1}
-
-
-def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, first_normal_id: int, vocab: int,
-                generator: torch.Generator, probability: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: pick `probability` of the non-special tokens; of those 80 % become [MASK], 10 % a random
-    ordinary token, 10 % stay. Returns (inputs, labels) with labels -100 where nothing is predicted."""
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & ~special
-    labels = torch.where(chosen, input_ids, -100)
-    roll = torch.rand(input_ids.shape, generator=generator)
-    inputs = torch.where(chosen & (roll < 0.8), mask_id, input_ids)
-    random_ids = torch.randint(first_normal_id, vocab, input_ids.shape, generator=generator)
-    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
-    return inputs, labels
 
 
 def _git_sha() -> str | None:
@@ -126,14 +114,12 @@ def run_demo(out_dir: str | Path, seed: int = 0, patients: int = 300, steps: int
     model = ModernBertForMaskedLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"      {n_params:,} parameters, layers {list(config.layer_types)}")
-    unused = tokenizer.convert_tokens_to_ids("[unused0]")
-    real_vocab = unused if unused is not None and unused != tokenizer.unk_token_id else len(tokenizer)
-    masking = dict(mask_id=tokenizer.mask_token_id, first_normal_id=len(SPECIAL_TOKENS), vocab=real_vocab)
+    vocab = MaskingVocab.from_tokenizer(tokenizer)
+    real_vocab = vocab.end_random_id
 
     def masked_batch(rows: list[dict], generator: torch.Generator) -> dict:
         batch = collate(rows)
-        special = batch["input_ids"] < len(SPECIAL_TOKENS)  # [CLS]/[SEP] of every document: never masked
-        inputs, labels = mask_tokens(batch["input_ids"], special, generator=generator, **masking)
+        inputs, labels = mask_tokens(batch["input_ids"], vocab, 0.3, generator)
         return {"input_ids": inputs, "labels": labels, "cu_seqlens": batch["cu_seqlens"],
                 "max_seqlen": batch["max_seqlen"]}
 
