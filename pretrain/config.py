@@ -109,7 +109,9 @@ class LoggingConfig:
 
 @dataclass
 class DistributedConfig:
-    zero: str = "zero1"  # configs/deepspeed/<zero>.json, or a path to a JSON file of ZeRO/communication settings
+    # configs/deepspeed/<zero>.json, or a path to a JSON file of ZeRO/communication settings. StableAdamW needs
+    # zero0 (per-tensor update clipping; see pretrain/optim.py); AdamW runs under every stage.
+    zero: str = "zero0"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
 
 
@@ -280,7 +282,13 @@ def check(cfg: PretrainConfig) -> None:
         raise ConfigError(f"optim.betas: each must be in [0, 1), got {list(o.betas)}")
     if cfg.model.init_from is None and cfg.model.hidden_size % cfg.model.num_attention_heads:
         raise ConfigError("model.hidden_size must be a multiple of model.num_attention_heads")
-    zero_settings(cfg.distributed.zero)
+    stage = zero_settings(cfg.distributed.zero).get("zero_optimization", {}).get("stage", 0)
+    from pretrain.optim import check_zero_support
+
+    try:
+        check_zero_support(o.name, stage)
+    except ValueError as error:
+        raise ConfigError(f"optim.name {o.name!r} with distributed.zero {cfg.distributed.zero!r}: {error}") from None
     if not cfg.data.shards or not cfg.data.tokenizer:
         raise ConfigError("data.shards and data.tokenizer must name the packed shards and their tokenizer")
 

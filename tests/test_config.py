@@ -66,6 +66,12 @@ def test_bad_configs_name_the_key(override, message):
     assert message in str(error.value)
 
 
+def test_stableadamw_needs_zero_stage_0():
+    with pytest.raises(ConfigError, match="optim.name 'stableadamw' with distributed.zero 'zero2'"):
+        load_config(CONFIG_DIR / "pretrain" / "tiny.yaml", [*DATA, "optim.name=stableadamw", "distributed.zero=zero2"])
+    assert load_config(CONFIG_DIR / "pretrain" / "tiny.yaml", [*DATA, "distributed.zero=zero3"]).optim.name == "adamw"
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="data.shards and data.tokenizer must name"):
         load_config(CONFIG_DIR / "pretrain" / "tiny.yaml")
