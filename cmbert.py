@@ -106,6 +106,20 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from pretrain.config import load_config
+    from pretrain.train import main as pretrain_main
+
+    pretrain_main(load_config(args.config, args.overrides))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from pretrain.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, tag=args.tag)
+    print(f"exported to {out} (AutoModelForMaskedLM.from_pretrained loads it, no remote code)")
+
+
 def _subcommands(commands, name: str, help: str):
     parser = commands.add_parser(name, help=help, description=help)
     return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="VERB")
@@ -189,6 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="tokenizer folder (AutoTokenizer loads it)")
     train.add_argument("--vocab-size", type=int, default=50368, help="a multiple of 64 (default: 50,368, ModernBERT's)")
     train.add_argument("--held-out", type=float, default=0.01, help="fraction of documents kept for the report")
+    pretrain = commands.add_parser(
+        "pretrain", help="masked-LM pretraining with DeepSpeed (one process here; torchrun/deepspeed for more)",
+        description="Example: cmbert pretrain --config configs/pretrain/phase1-1k.yaml optim.lr=5e-4\n"
+                    "  on a node: torchrun --nproc_per_node 8 -m pretrain.train --config ... (scripts/)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pretrain.add_argument("--config", help="a YAML preset in configs/pretrain/")
+    pretrain.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=5e-4")
+    pretrain.set_defaults(func=_pretrain)
+
+    export = commands.add_parser(
+        "export", help="a pretraining checkpoint (any ZeRO stage) -> a stock transformers modernbert folder",
+        description="Example: cmbert export --checkpoint runs/phase1-1k/ckpt --out runs/phase1-1k/model",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("--checkpoint", required=True, help="a run's ckpt/ folder (newest complete checkpoint) "
+                                                            "or one ckpt/step-N folder")
+    export.add_argument("--tag", help="a checkpoint name in --checkpoint, e.g. step-00001000")
+    export.add_argument("--out", required=True, help="the transformers folder to write")
+    export.set_defaults(func=_export)
     return parser
 
 
@@ -196,6 +228,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from pretrain.readers import ReadError
     from pretrain.wheel_data import FetchError
 
+    # ConfigError is a ValueError: a bad config key fails here, before any work.
     return (ReadError, FetchError, FileExistsError, FileNotFoundError, ValueError)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -136,8 +138,9 @@ class PretrainConfig:
 
 
 def _convert(value: Any, kind: Any, key: str) -> Any:
-    """`value` as type `kind`, or a ConfigError naming `key`. YAML gives ints for floats ("lr: 1" is fine) and lists
-    for tuples; nothing else is coerced (a string is never a number, a number never a bool)."""
+    """`value` as type `kind`, or a ConfigError naming `key`. YAML gives ints for floats ("lr: 1" is fine), lists for
+    tuples and strings for exponents without a dot ("5e-4"); nothing else is coerced (a word is never a number, a
+    number never a bool)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
@@ -174,6 +177,8 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if kind is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads "5e-4" (no dot) as a string: YAML 1.1 wants "5.0e-4"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

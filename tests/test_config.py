@@ -37,9 +37,9 @@ def test_phases_follow_modernbert():
 
 def test_overrides_are_typed():
     cfg = load_config(CONFIG_DIR / "pretrain" / "tiny.yaml",
-                      [*DATA, "optim.lr=1", "model.compile=true", "optim.betas=[0.8, 0.9]", "data.weights={a: 2}",
+                      [*DATA, "optim.lr=1", "optim.eps=1e-8", "model.compile=true", "optim.betas=[0.8, 0.9]", "data.weights={a: 2}",
                        "model.init_from=some/folder", "logging.run_name="])
-    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and cfg.optim.eps == 1e-8
     assert cfg.model.compile is True and cfg.optim.betas == (0.8, 0.9) and cfg.data.weights == {"a": 2.0}
     assert cfg.model.init_from == "some/folder" and cfg.logging.run_name is None
 

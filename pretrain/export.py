@@ -1,0 +1,67 @@
+"""`cmbert export`: a pretraining checkpoint (DeepSpeed, any ZeRO stage) -> a stock transformers `modernbert` folder.
+
+The newest complete checkpoint under `<run>/ckpt` is consolidated to fp32 (ZeRO partitions gathered with DeepSpeed's
+own `zero_to_fp32`), loaded strictly into `ModernBertForMaskedLM` with the config and tokenizer the run saved in
+`ckpt/hf`, and written with `save_pretrained` (both transformers 4.x and 5.x config keys, a model card) plus the
+tokenizer. `AutoModelForMaskedLM.from_pretrained(out)` loads it with no remote code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+COMPLETE = "cmbert_complete.json"  # written by pretrain.train once every rank has saved
+HF_FILES = "hf"  # <run>/ckpt/hf: the run's config.json and tokenizer, saved by pretrain.train at the start
+
+
+def complete_checkpoints(ckpt: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the checkpoints that were fully written, oldest first."""
+    return sorted((json.loads(m.read_text())["step"], m.parent) for m in Path(ckpt).glob(f"step-*/{COMPLETE}"))
+
+
+def newest_checkpoint(ckpt: Path) -> Path:
+    complete = complete_checkpoints(ckpt)
+    if not complete:
+        raise FileNotFoundError(f"{ckpt}: no complete checkpoint (a step-*/ folder with {COMPLETE})")
+    return complete[-1][1]
+
+
+def consolidated_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """fp32 weights of one checkpoint folder (`ckpt/step-N`)."""
+    if any(folder.glob("*zero_pp_rank_*optim_states.pt")):  # ZeRO >= 1: masters are partitioned across ranks
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    states = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    return {k: v.float() for k, v in states["module"].items()}
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, tag: str | None = None) -> Path:
+    """Export the newest complete checkpoint in `ckpt` (a run's `ckpt/` folder), or `ckpt/tag`, to `out`."""
+    from transformers import AutoTokenizer, ModernBertConfig
+
+    from modeling import ModernBertForMaskedLM
+    from pretrain.tokenizer import save_tokenizer
+
+    ckpt, out = Path(ckpt), Path(out)
+    if (ckpt / COMPLETE).is_file():  # given a step folder itself
+        ckpt, tag = ckpt.parent, ckpt.name
+    folder = ckpt / tag if tag else newest_checkpoint(ckpt)
+    if not (folder / COMPLETE).is_file():
+        raise FileNotFoundError(f"{folder}: not a complete checkpoint (no {COMPLETE}; was its save cut short?)")
+    config = ModernBertConfig.from_pretrained(ckpt / HF_FILES)
+    model = ModernBertForMaskedLM(config)
+    state = consolidated_state_dict(folder)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"decoder.weight"} if config.tie_word_embeddings else set()  # stored once, as the embedding
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{folder}: checkpoint does not match the run's config: missing {sorted(set(missing) - tied)}, "
+                         f"unexpected {sorted(unexpected)}")
+    model.tie_weights()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    save_tokenizer(AutoTokenizer.from_pretrained(ckpt / HF_FILES), out)
+    return out

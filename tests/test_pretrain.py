@@ -1,0 +1,165 @@
+"""`cmbert pretrain` for real: DeepSpeed on CPU (gloo), one process in-process and two under torchrun, ZeRO 0-3,
+SIGKILL-and-resume equality, export to transformers. Data: a small synthetic MIMIC tree -> store -> tokenizer ->
+packed shards, built once per module."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from pretrain.config import load_config
+from pretrain.corpus import build_corpus
+from pretrain.packing import pack_corpus
+from pretrain.synth import synthesize_mimic
+from pretrain.tokenizer import train_tokenizer_from_store
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pretrain-data")
+    synthesize_mimic(work / "mimic", patients=12, seed=0)
+    build_corpus(work / "corpus", mimic=work / "mimic", ontology=["icd9pcs"], progress=False)
+    train_tokenizer_from_store(work / "corpus", work / "tokenizer", vocab_size=512, model_max_length=256,
+                               progress=False)
+    pack_corpus(work / "corpus", work / "tokenizer", work / "shards", max_seq_len=128, progress=False)
+    return work
+
+
+def overrides(data: Path, out: Path, *extra: str) -> list[str]:
+    return [f"data.shards={data / 'shards'}", f"data.tokenizer={data / 'tokenizer'}", f"out={out}", *extra]
+
+
+def losses(out: Path) -> dict[int, float]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+
+def launch(args: list[str], nproc: int = 1) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
+           "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):  # set by in-process runs
+        env.pop(key, None)
+    if nproc == 1:
+        command = [sys.executable, "-m", "pretrain.train", *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "-m", "pretrain.train", *args]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(args: list[str], nproc: int = 1, timeout: float = 300) -> str:
+    proc = launch(args, nproc)
+    output, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, output[-5000:]
+    return output
+
+
+def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path):
+    from pretrain.train import main
+
+    out = tmp_path / "run"
+    cfg = load_config(TINY, overrides(data, out, "schedule.max_steps=12"))
+    result = main(cfg)
+    assert result["step"] == 12
+    curve = losses(out)
+    assert sorted(curve) == list(range(1, 13))
+    assert curve[12] < curve[1] - 0.5, curve
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [6, 12] and 0 <= evals[-1]["eval_accuracy"] <= 1
+    # keep_last = 2 of the checkpoints at steps 4, 8, 12
+    assert sorted(p.name for p in (out / "ckpt").glob("step-*")) == ["step-00000008", "step-00000012"]
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["world_size"] == 1 and run_info["config"]["optim"]["name"] == "adamw"
+
+    export = out / "model"
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(export)
+    assert type(theirs).__module__.startswith("transformers.")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(export)
+    batch = tokenizer(["Patient admitted with chest pain.", "No evidence of pneumonia."], padding=True,
+                      return_tensors="pt")
+    from modeling import ModernBertForMaskedLM
+
+    ours = ModernBertForMaskedLM.from_pretrained(export).eval()
+    with torch.no_grad():
+        a = ours(**batch).logits
+        b = theirs.eval()(**batch).logits
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(a[mask], b[mask], atol=1e-4, rtol=1e-4)
+    fill = transformers.pipeline("fill-mask", model=str(export), device="cpu")
+    assert len(fill("Patient admitted with chest [MASK].", top_k=3)) == 3
+
+
+def test_sigkill_and_resume_gives_the_same_losses(data, tmp_path):
+    steps = ["schedule.max_steps=10", "checkpoint.every_steps=3", "logging.eval_every_steps=100"]
+    straight = tmp_path / "straight"
+    run(["--config", str(TINY), *overrides(data, straight, *steps)])
+
+    killed = tmp_path / "killed"
+    proc = launch(["--config", str(TINY), *overrides(data, killed, *steps)])
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # kill it once it is past its step-6 checkpoint
+        if (killed / "metrics.jsonl").exists() and max(losses(killed), default=0) >= 7:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert max(losses(killed)) < 10
+    output = run(["--config", str(TINY), *overrides(data, killed, *steps)])
+    assert "resumed from" in output
+    a, b = losses(straight), losses(killed)
+    assert sorted(b) == list(range(1, 11))
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+
+
+def test_two_processes_zero_stages_give_the_same_losses(data, tmp_path):
+    """torchrun, 2 processes on gloo: ZeRO 1, 2 and 3 against ZeRO 0 (AdamW: no per-tensor update clipping)."""
+    curves = {}
+    for stage in (0, 1, 2, 3):
+        out = tmp_path / f"zero{stage}"
+        run(["--config", str(TINY), *overrides(data, out, "schedule.max_steps=6", f"distributed.zero=zero{stage}",
+                                               "checkpoint.every_steps=6", "logging.eval_every_steps=100")], nproc=2)
+        curves[stage] = losses(out)
+        assert (out / "model" / "model.safetensors").is_file()
+    for stage in (1, 2, 3):
+        for step, loss in curves[0].items():
+            assert curves[stage][step] == pytest.approx(loss, rel=1e-5, abs=1e-6), (stage, step)
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(data, tmp_path):
+    out = tmp_path / "term"
+    proc = launch(["--config", str(TINY), *overrides(data, out, "schedule.max_steps=500", "checkpoint.every_steps=1000",
+                                                     "logging.eval_every_steps=1000")])
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and max(losses(out), default=0) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    assert "stopped by SIGTERM" in output
+    (step_dir,) = (out / "ckpt").glob("step-*")
+    marker = json.loads((step_dir / "cmbert_complete.json").read_text())
+    assert marker["step"] >= 3 and marker["step"] < 500
+
+
+def test_config_errors_fail_before_any_work(data, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cmbert", "pretrain", "--config", str(TINY),
+                           *overrides(data, tmp_path / "x", "schedule.max_steps=ten")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "cmbert: error: schedule.max_steps: expected an integer, got 'ten'"
+    assert not (tmp_path / "x").exists()
