@@ -15,7 +15,7 @@ import sys
 def _demo(args: argparse.Namespace) -> None:
     from pretrain.demo import run_demo
 
-    run_demo(args.out, seed=args.seed)
+    run_demo(args.out, args.overrides)
 
 
 def _data_synth(args: argparse.Namespace) -> None:
@@ -140,11 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="build a tiny model and tokenizer, export them as a transformers folder, run fill-mask",
-        description="Example: cmbert demo --out runs/demo",
+        help="the whole job on CPU: synthetic MIMIC + PubMed + ontologies -> tokenizer -> shards -> DeepSpeed "
+             "pretraining -> transformers export -> fill-mask",
+        description="Example: cmbert demo --out runs/demo   (budgets: configs/demo.yaml; override as key=value)",
     )
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                      help="overrides of configs/demo.yaml, e.g. patients=100 pretrain.schedule.max_steps=50")
     demo.set_defaults(func=_demo)
 
     data = _subcommands(commands, "data", "synthetic MIMIC-IV data and the open data samples")

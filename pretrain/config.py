@@ -131,7 +131,8 @@ class PretrainConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain JSON/YAML types (tuples as lists): what run.json, wandb and a written preset hold."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 # ------------------------------------------------------------------------------------------ building and checking
@@ -164,6 +165,10 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -247,12 +252,17 @@ def apply_override(values: dict, override: str) -> dict:
     return _merge(values, out)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
-    """A preset (or the defaults) with dotted overrides, checked. Raises ConfigError naming the first bad key."""
+def load_dataclass(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """Any config dataclass (this file's, the demo's) from a YAML file and dotted overrides, type-checked."""
     values = _read_yaml(Path(path)) if path is not None else {}
     for override in overrides:
         values = apply_override(values, override)
-    cfg = _build(PretrainConfig, values)
+    return _build(cls, values)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+    """A preset (or the defaults) with dotted overrides, checked. Raises ConfigError naming the first bad key."""
+    cfg = load_dataclass(PretrainConfig, path, overrides)
     check(cfg)
     return cfg
 

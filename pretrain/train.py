@@ -258,11 +258,15 @@ def main(cfg: PretrainConfig) -> dict:
         eval_batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in eval_batch.items()}
 
     logger = MetricsLogger(out, info["config"], enabled=rank == 0, wandb_mode=cfg.logging.wandb,
-                           project=cfg.logging.project, run_name=cfg.logging.run_name, resume_step=step + 1)
+                           project=cfg.logging.project, run_name=cfg.logging.run_name,
+                           resume_step=step + 1 if step else None)  # a fresh run starts a fresh file
     stop = {"signal": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("signal", True))
     peak = peak_flops(device, torch.bfloat16 if bf16 else torch.float32)
     bar = tqdm(total=s.max_steps, initial=step, desc="pretrain", disable=rank != 0, dynamic_ncols=True)
+    if step == 0 and eval_batch is not None:  # the held-out baseline, before any update
+        eval_loss, eval_accuracy = evaluate(engine, eval_batch)
+        logger.log(0, eval_loss=eval_loss, eval_accuracy=eval_accuracy)
 
     # --- loop
     engine.train()
@@ -278,6 +282,7 @@ def main(cfg: PretrainConfig) -> dict:
                 batch["input_ids"], vocab, cfg.masking.probability, step_generator(cfg.seed, step, micro, rank),
                 **masking)
             micro_batches.append(batch)
+        data_seconds = time.perf_counter() - t0  # reading, packing into a batch and masking: the data wait
         # The loss of a step is the mean over all its masked tokens on this rank, whatever the micro-batching.
         n_labelled = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
         loss_sum, flops, tokens = 0.0, 0.0, 0
@@ -303,7 +308,7 @@ def main(cfg: PretrainConfig) -> dict:
             lr = engine.get_lr()[0]
             utilization = mfu(stats[2].item(), seconds, peak, world)
             logger.log(step, loss=stats[0].item() / world, lr=lr, tokens_per_s=stats[1].item() / seconds,
-                       rows=rows * s.grad_accum * world, samples=samples,
+                       rows=rows * s.grad_accum * world, samples=samples, data_fraction=data_seconds / seconds,
                        **({"mfu": utilization} if utilization is not None else {}))
             bar.set_postfix_str(format_progress(step, s.max_steps, stats[0].item() / world, lr,
                                                 stats[1].item() / seconds, utilization))

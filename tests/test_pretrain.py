@@ -78,7 +78,9 @@ def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path):
     assert curve[12] < curve[1] - 0.5, curve
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [6, 12] and 0 <= evals[-1]["eval_accuracy"] <= 1
+    assert [r["step"] for r in evals] == [0, 6, 12] and 0 <= evals[-1]["eval_accuracy"] <= 1
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert (out / "loss.png").stat().st_size > 1000
     # keep_last = 2 of the checkpoints at steps 4, 8, 12
     assert sorted(p.name for p in (out / "ckpt").glob("step-*")) == ["step-00000008", "step-00000012"]
     run_info = json.loads((out / "run.json").read_text())
