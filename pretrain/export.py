@@ -62,6 +62,55 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, tag: str | None = None)
                          f"unexpected {sorted(unexpected)}")
     model.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    model.save_pretrained(out)  # also writes the architecture part of the model card
     save_tokenizer(AutoTokenizer.from_pretrained(ckpt / HF_FILES), out)
+    _append_training_card(out / "README.md", ckpt.parent, json.loads((folder / COMPLETE).read_text()))
     return out
+
+
+def _append_training_card(card: Path, run: Path, marker: dict) -> None:
+    """The model card's training part: data with token counts, the config, held-out numbers, use and limits. Only
+    counts and settings: never any text of the corpus."""
+    info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    config = info.get("config", {})
+    lines = [f"\n## Training\n\n- steps: {marker['step']:,} ({marker['samples']:,} packed rows)"]
+    manifest_path = Path(config.get("data", {}).get("shards", "")) / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        lines.append(f"- data ({manifest['max_seq_len']:,}-token rows, packing efficiency "
+                     f"{100 * manifest['totals']['packing_efficiency']:.2f} %), tokens per source and mixture weight:")
+        from pretrain.packing import mixture_weights
+
+        tokens = {name: s["tokens"] for name, s in manifest["sources"].items()}
+        mix = mixture_weights(tokens, config.get("data", {}).get("weights"))  # the run's mix, not the default
+        lines += [f"  - {name}: {n:,} tokens, weight {mix[name]:.3f}" for name, n in tokens.items()]
+    evals = []
+    if (run / "metrics.jsonl").is_file():
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "eval_loss" in record and record["step"] <= marker["step"]:
+                evals.append(record)
+    if evals:
+        first, last = evals[0], evals[-1]
+        lines.append(f"- held-out MLM loss {first['eval_loss']:.3f} (step {first['step']}) -> {last['eval_loss']:.3f} "
+                     f"(step {last['step']}), accuracy at masked positions {100 * last['eval_accuracy']:.1f} %")
+    if info:
+        lines.append(f"- trained with clinical-modernbert {info.get('git_sha') or ''} on {info.get('world_size')} "
+                     f"x {info.get('device_name')}; versions: " +
+                     ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()))
+        lines.append("- training config:\n\n```json\n" + json.dumps(config, indent=2) + "\n```")
+    lines.append(
+        "\n## Intended use and limitations\n\n"
+        "A masked-language encoder for clinical and biomedical text, to be fine-tuned (ICD coding, classification, "
+        "token tasks, retrieval). It is not a diagnostic tool and its predictions are not medical advice. It reflects "
+        "the notes it was trained on: their institutions, time span, language (English) and documentation habits, "
+        "and may not transfer to other settings without evaluation there.\n\n"
+        "**Data-use terms.** Weights trained on MIMIC-IV notes are derived from credentialed-access data: share them "
+        "only under the PhysioNet Credentialed Health Data License and Data Use Agreement (e.g. on PhysioNet "
+        "itself), never publicly. Weights trained only on the synthetic MIMIC-format data and open sources (PubMed, "
+        "ICD ontologies) carry no such restriction.\n")
+    with card.open("a", encoding="utf-8") as f:
+        f.write("\n".join(lines))

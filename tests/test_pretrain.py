@@ -66,7 +66,7 @@ def run(args: list[str], nproc: int = 1, timeout: float = 300) -> str:
     return output
 
 
-def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path):
+def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path, cmbert):
     from pretrain.train import main
 
     out = tmp_path / "run"
@@ -102,6 +102,19 @@ def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path):
     torch.testing.assert_close(a[mask], b[mask], atol=1e-4, rtol=1e-4)
     fill = transformers.pipeline("fill-mask", model=str(export), device="cpu")
     assert len(fill("Patient admitted with chest [MASK].", top_k=3)) == 3
+    card = (export / "README.md").read_text()
+    for part in ("## Training", "- steps: 12", "held-out MLM loss", "mimic_discharge:", "PhysioNet Credentialed"):
+        assert part in card, part
+
+    # `cmbert export` of an older checkpoint: the same weights the run had at step 8
+    proc = cmbert("export", "--checkpoint", out / "ckpt", "--tag", "step-00000008", "--out", tmp_path / "at8")
+    assert proc.returncode == 0, proc.stderr
+    at8 = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "at8").eval()
+    with torch.no_grad():
+        assert not torch.allclose(at8(**batch).logits[mask], b[mask])
+    assert "- steps: 8" in (tmp_path / "at8" / "README.md").read_text()
+    proc = cmbert("export", "--checkpoint", out / "ckpt", "--tag", "step-00000004", "--out", tmp_path / "gone")
+    assert proc.returncode == 2 and "not a complete checkpoint" in proc.stderr  # pruned (keep_last 2)
 
 
 def test_sigkill_and_resume_gives_the_same_losses(data, tmp_path):
