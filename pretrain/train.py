@@ -110,8 +110,10 @@ def build_model(cfg: PretrainConfig, tokenizer):
         )
         set_special_token_ids(config, tokenizer)  # ids come from the tokenizer, never ModernBertConfig's defaults
         model = ModernBertForMaskedLM(config)
-    if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if m.activation_checkpointing:
+        # transformers >= 5.x renamed gradient_checkpointing_enable (kept as a deprecated alias)
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     return model
 
 

@@ -178,3 +178,25 @@ def test_config_errors_fail_before_any_work(data, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "cmbert: error: schedule.max_steps: expected an integer, got 'ten'"
     assert not (tmp_path / "x").exists()
+
+
+def test_activation_checkpointing_and_continued_pretraining(data, tmp_path):
+    """Recomputing activations changes no loss; a run can start from any transformers ModernBERT folder (here the
+    export of a first run) with a new RoPE theta and context, as the 8k phase does."""
+    from pretrain.train import main
+
+    common = ["schedule.max_steps=6", "schedule.decay_steps=2", "checkpoint.every_steps=6",
+              "logging.eval_every_steps=100"]
+    main(load_config(TINY, overrides(data, tmp_path / "plain", *common)))
+    main(load_config(TINY, overrides(data, tmp_path / "recompute", *common, "model.activation_checkpointing=true")))
+    plain, recompute = losses(tmp_path / "plain"), losses(tmp_path / "recompute")
+    assert all(abs(plain[s] - recompute[s]) <= 1e-6 for s in plain), (plain, recompute)
+
+    phase2 = tmp_path / "phase2"
+    main(load_config(TINY, overrides(data, phase2, *common, f"model.init_from={tmp_path / 'plain' / 'model'}",
+                                     "model.global_rope_theta=320000.0", "model.max_position_embeddings=512")))
+    config = transformers.AutoConfig.from_pretrained(phase2 / "model")
+    assert config.rope_parameters["full_attention"]["rope_theta"] == 320000.0
+    assert config.max_position_embeddings == 512
+    # it continued from the first run's weights: its first loss is the first run's last, not a fresh model's
+    assert losses(phase2)[1] < plain[1] - 0.3, (losses(phase2), plain)
