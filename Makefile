@@ -42,6 +42,7 @@ test-all: setup
 bench: setup
 	$(PY) bench/encoder_step.py
 	$(PY) bench/corpus_pack.py
+	$(PY) bench/pretrain_step.py
 
 lint: setup
 	$(PY) -m ruff check .

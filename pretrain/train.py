@@ -181,9 +181,9 @@ def save_checkpoint(engine, ckpt: Path, step: int, samples: int, rank: int, keep
 # ------------------------------------------------------------------------------------------------ the loop
 
 
-def _batch_rows(data, start: int, rows: int, rank: int, world: int) -> list[dict]:
-    """This rank's `rows` rows of the global samples [start, start + rows * world)."""
-    return list(data.iter_from(start, stop=start + rows * world))
+def _batch_rows(data, start: int, rows: int) -> list[dict]:
+    """This rank's `rows` rows of the global samples [start, start + rows * world_size)."""
+    return list(data.iter_from(start, stop=start + rows * data.world_size))
 
 
 def evaluate(engine, batch: dict) -> tuple[float, float]:
@@ -251,6 +251,10 @@ def main(cfg: PretrainConfig) -> dict:
     masking = dict(mask_fraction=cfg.masking.mask_fraction, random_fraction=cfg.masking.random_fraction)
     # Held-out rows: the last ones of the first epoch's order; training reaches them only past one epoch.
     eval_rows = [data.row(len(data) - 1 - i) for i in range(min(cfg.data.eval_rows, len(data) // 10))]
+    planned = s.max_steps * s.rows_per_micro_batch * s.grad_accum * world
+    if rank == 0 and eval_rows and planned > len(data) - len(eval_rows):
+        print(f"pretrain: note: {planned:,} training rows pass the end of the first epoch ({len(data):,} rows), so "
+              "training also sees the held-out rows: the held-out loss then measures memorisation too")
     eval_batch = None
     if eval_rows:
         eval_batch = collate(eval_rows)
@@ -278,7 +282,7 @@ def main(cfg: PretrainConfig) -> dict:
         rows = batch_size_at(step - 1, s.batch_warmup_start_rows, s.rows_per_micro_batch, s.batch_warmup_steps)
         micro_batches = []
         for micro in range(s.grad_accum):
-            batch = collate(_batch_rows(data, samples, rows, rank, world))
+            batch = collate(_batch_rows(data, samples, rows))
             samples += rows * world
             batch["input_ids"], batch["labels"] = mask_tokens(
                 batch["input_ids"], vocab, cfg.masking.probability, step_generator(cfg.seed, step, micro, rank),
@@ -287,7 +291,7 @@ def main(cfg: PretrainConfig) -> dict:
         data_seconds = time.perf_counter() - t0  # reading, packing into a batch and masking: the data wait
         # The loss of a step is the mean over all its masked tokens on this rank, whatever the micro-batching.
         n_labelled = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
-        loss_sum, flops, tokens = 0.0, 0.0, 0
+        loss_total, flops, tokens = torch.zeros((), device=device), 0.0, 0
         for batch in micro_batches:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = engine(**batch, num_items_in_batch=max(n_labelled, 1), return_logits=False).loss
@@ -296,9 +300,10 @@ def main(cfg: PretrainConfig) -> dict:
             # DeepSpeed 0.19.8: ZeRO 0 and ZeRO 1-3 then give different losses at grad_accum > 1.)
             engine.backward(loss * s.grad_accum)
             engine.step()  # DeepSpeed steps the optimizer and LR schedule at the last micro-batch only
-            loss_sum += loss.item()
+            loss_total += loss.detach()  # summed on the device: one host sync per step, below
             flops += step_flops(engine.module.config, batch["cu_seqlens"].tolist(), int((batch["labels"] != -100).sum()))
             tokens += batch["input_ids"].numel()
+        loss_sum = loss_total.item()
         seconds = time.perf_counter() - t0
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"loss is {loss_sum} at step {step}: lower optim.lr or check the data")
