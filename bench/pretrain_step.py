@@ -2,7 +2,7 @@
 same work, on 2 CPU processes (torchrun, gloo), same config and same data.
 
 The DDP reference (`ddp_worker` below) builds the same model (`pretrain.train.build_model`), reads the same rows
-(`PackedDataset` per rank, indexed as `pretrain.train._batch_rows` does), masks them the same way (`pretrain.masking`, one generator
+and masks them the same way (`pretrain.train.step_batches`, one generator
 per step, micro-batch and rank), and steps the same AdamW and LR schedule (`pretrain.optim`), with gradient
 accumulation (`no_sync` on all but the last micro-batch) and global-norm clipping. It logs the same JSON lines
 through `pretrain.metrics.MetricsLogger`, with the same per-step all-reduce of loss, tokens and FLOPs, so every
@@ -98,11 +98,11 @@ def ddp_worker(cfg: PretrainConfig) -> None:
     from transformers import AutoTokenizer
 
     from modeling import set_attention_backend
-    from pretrain.masking import MaskingVocab, mask_tokens, step_generator
+    from pretrain.masking import MaskingVocab
     from pretrain.metrics import MetricsLogger, step_flops
-    from pretrain.optim import batch_size_at, build_optimizer, build_scheduler
-    from pretrain.packed_dataset import PackedDataset, collate
-    from pretrain.train import build_model
+    from pretrain.optim import build_optimizer, build_scheduler
+    from pretrain.packed_dataset import PackedDataset
+    from pretrain.train import build_model, step_batches
 
     torch.distributed.init_process_group("gloo")
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -116,7 +116,6 @@ def ddp_worker(cfg: PretrainConfig) -> None:
     optimizer = build_optimizer(model, o.name, o.lr, o.betas, o.eps, o.weight_decay)
     scheduler = build_scheduler(optimizer, s.max_steps, s.warmup_steps, s.decay_steps, s.min_lr_ratio, s.decay_shape)
     vocab = MaskingVocab.from_tokenizer(tokenizer)
-    masking = dict(mask_fraction=cfg.masking.mask_fraction, random_fraction=cfg.masking.random_fraction)
     logger = MetricsLogger(Path(cfg.out), cfg.to_dict(), enabled=rank == 0, wandb_mode="disabled")
 
     step, samples = 0, 0
@@ -124,16 +123,8 @@ def ddp_worker(cfg: PretrainConfig) -> None:
     while step < s.max_steps:
         step += 1
         t0 = time.perf_counter()
-        rows = batch_size_at(step - 1, s.batch_warmup_start_rows, s.rows_per_micro_batch, s.batch_warmup_steps)
-        micro_batches = []
-        for micro in range(s.grad_accum):
-            # train.py's `_batch_rows`: this rank's share of the global samples [samples, samples + rows * world).
-            batch = collate(list(data.iter_from(samples, stop=samples + rows * world)))
-            samples += rows * world
-            batch["input_ids"], batch["labels"] = mask_tokens(
-                batch["input_ids"], vocab, cfg.masking.probability, step_generator(cfg.seed, step, micro, rank),
-                **masking)
-            micro_batches.append(batch)
+        step_start = samples
+        micro_batches, samples = step_batches(cfg, data, vocab, step, samples)  # exactly train.py's batches
         data_seconds = time.perf_counter() - t0
         n_labelled = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
         loss_sum, flops, tokens = 0.0, 0.0, 0
@@ -157,7 +148,7 @@ def ddp_worker(cfg: PretrainConfig) -> None:
             stats = torch.tensor([loss_sum, tokens, flops], dtype=torch.float64)
             torch.distributed.all_reduce(stats)  # the same logging sync point as train.py
             logger.log(step, loss=stats[0].item() / world, lr=scheduler.get_last_lr()[0],
-                       tokens_per_s=stats[1].item() / seconds, rows=rows * s.grad_accum * world, samples=samples,
+                       tokens_per_s=stats[1].item() / seconds, rows=samples - step_start, samples=samples,
                        data_fraction=data_seconds / seconds)
     logger.close()
     torch.distributed.destroy_process_group()

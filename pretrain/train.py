@@ -181,9 +181,25 @@ def save_checkpoint(engine, ckpt: Path, step: int, samples: int, rank: int, keep
 # ------------------------------------------------------------------------------------------------ the loop
 
 
-def _batch_rows(data, start: int, rows: int) -> list[dict]:
-    """This rank's `rows` rows of the global samples [start, start + rows * world_size)."""
-    return list(data.iter_from(start, stop=start + rows * data.world_size))
+def step_batches(cfg: PretrainConfig, data, vocab, step: int, samples: int) -> tuple[list[dict], int]:
+    """This rank's masked micro-batches for `step`, starting at global sample `samples`; returns them and the sample
+    index after the step. A pure function of its arguments: this is what makes resume exact."""
+    from pretrain.masking import mask_tokens, step_generator
+    from pretrain.optim import batch_size_at
+    from pretrain.packed_dataset import collate
+
+    s = cfg.schedule
+    rows = batch_size_at(step - 1, s.batch_warmup_start_rows, s.rows_per_micro_batch, s.batch_warmup_steps)
+    batches = []
+    for micro in range(s.grad_accum):
+        # this rank's share of the global samples [samples, samples + rows * world_size)
+        batch = collate(list(data.iter_from(samples, stop=samples + rows * data.world_size)))
+        samples += rows * data.world_size
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], vocab, cfg.masking.probability, step_generator(cfg.seed, step, micro, data.rank),
+            mask_fraction=cfg.masking.mask_fraction, random_fraction=cfg.masking.random_fraction)
+        batches.append(batch)
+    return batches, samples
 
 
 def evaluate(engine, batch: dict) -> tuple[float, float]:
@@ -205,7 +221,7 @@ def main(cfg: PretrainConfig) -> dict:
     from modeling import set_attention_backend
     from pretrain.masking import MaskingVocab, mask_tokens, step_generator
     from pretrain.metrics import MetricsLogger, format_progress, mfu, peak_flops, step_flops
-    from pretrain.optim import batch_size_at, build_optimizer, build_scheduler, check_zero_support
+    from pretrain.optim import build_optimizer, build_scheduler, check_zero_support
     from pretrain.packed_dataset import PackedDataset, collate
     from pretrain.tokenizer import save_tokenizer
 
@@ -248,7 +264,6 @@ def main(cfg: PretrainConfig) -> dict:
             print(f"pretrain: resumed from {folder} (step {step:,}, {samples:,} samples)")
 
     vocab = MaskingVocab.from_tokenizer(tokenizer)
-    masking = dict(mask_fraction=cfg.masking.mask_fraction, random_fraction=cfg.masking.random_fraction)
     # Held-out rows: the last ones of the first epoch's order; training reaches them only past one epoch.
     eval_rows = [data.row(len(data) - 1 - i) for i in range(min(cfg.data.eval_rows, len(data) // 10))]
     planned = s.max_steps * s.rows_per_micro_batch * s.grad_accum * world
@@ -258,9 +273,9 @@ def main(cfg: PretrainConfig) -> dict:
     eval_batch = None
     if eval_rows:
         eval_batch = collate(eval_rows)
-        eval_batch["input_ids"], eval_batch["labels"] = mask_tokens(
-            eval_batch["input_ids"], vocab, cfg.masking.eval_probability, step_generator(cfg.seed, 0, 0, 0),  # step 0: never trained
-            **masking)
+        eval_batch["input_ids"], eval_batch["labels"] = mask_tokens(  # masks of step 0, which is never trained
+            eval_batch["input_ids"], vocab, cfg.masking.eval_probability, step_generator(cfg.seed, 0, 0, 0),
+            mask_fraction=cfg.masking.mask_fraction, random_fraction=cfg.masking.random_fraction)
         eval_batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in eval_batch.items()}
 
     logger = MetricsLogger(out, info["config"], enabled=rank == 0, wandb_mode=cfg.logging.wandb,
@@ -279,15 +294,8 @@ def main(cfg: PretrainConfig) -> dict:
     while step < s.max_steps:
         step += 1
         t0 = time.perf_counter()
-        rows = batch_size_at(step - 1, s.batch_warmup_start_rows, s.rows_per_micro_batch, s.batch_warmup_steps)
-        micro_batches = []
-        for micro in range(s.grad_accum):
-            batch = collate(_batch_rows(data, samples, rows))
-            samples += rows * world
-            batch["input_ids"], batch["labels"] = mask_tokens(
-                batch["input_ids"], vocab, cfg.masking.probability, step_generator(cfg.seed, step, micro, rank),
-                **masking)
-            micro_batches.append(batch)
+        step_start = samples
+        micro_batches, samples = step_batches(cfg, data, vocab, step, samples)
         data_seconds = time.perf_counter() - t0  # reading, packing into a batch and masking: the data wait
         # The loss of a step is the mean over all its masked tokens on this rank, whatever the micro-batching.
         n_labelled = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
@@ -315,7 +323,7 @@ def main(cfg: PretrainConfig) -> dict:
             lr = engine.get_lr()[0]
             utilization = mfu(stats[2].item(), seconds, peak, world)
             logger.log(step, loss=stats[0].item() / world, lr=lr, tokens_per_s=stats[1].item() / seconds,
-                       rows=rows * s.grad_accum * world, samples=samples, data_fraction=data_seconds / seconds,
+                       rows=samples - step_start, samples=samples, data_fraction=data_seconds / seconds,
                        **({"mfu": utilization} if utilization is not None else {}))
             bar.set_postfix_str(format_progress(step, s.max_steps, stats[0].item() / world, lr,
                                                 stats[1].item() / seconds, utilization))

@@ -90,6 +90,24 @@ def cmbert():
     return run
 
 
+@pytest.fixture(scope="session")
+def small_shards(tmp_path_factory) -> Path:
+    """Packed 128-token shards of a 12-patient synthetic MIMIC tree + ICD-9-PCS text, with their 512-token
+    tokenizer: `<dir>/shards`, `<dir>/tokenizer` (what the pretraining and launcher tests train on)."""
+    from pretrain.corpus import build_corpus
+    from pretrain.packing import pack_corpus
+    from pretrain.synth import synthesize_mimic
+    from pretrain.tokenizer import train_tokenizer_from_store
+
+    work = tmp_path_factory.mktemp("small-shards")
+    synthesize_mimic(work / "mimic", patients=12, seed=0)
+    build_corpus(work / "corpus", mimic=work / "mimic", ontology=["icd9pcs"], progress=False)
+    train_tokenizer_from_store(work / "corpus", work / "tokenizer", vocab_size=512, model_max_length=256,
+                               progress=False)
+    pack_corpus(work / "corpus", work / "tokenizer", work / "shards", max_seq_len=128, progress=False)
+    return work
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

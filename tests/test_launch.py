@@ -17,11 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.corpus import build_corpus
-from pretrain.packing import pack_corpus
-from pretrain.synth import synthesize_mimic
-from pretrain.tokenizer import train_tokenizer_from_store
-
 REPO = Path(__file__).resolve().parents[1]
 SINGLE = REPO / "scripts" / "launch_single_node.sh"
 MULTI = REPO / "scripts" / "launch_multi_node.sh"
@@ -30,17 +25,17 @@ SCRIPTS = [SINGLE, MULTI, SBATCH]
 TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
 
 
+@pytest.fixture(autouse=True)
+def no_process_group_env(monkeypatch):
+    """In-process pretraining tests (tests/test_pretrain.py) leave MASTER_ADDR/PORT, RANK... in os.environ; a
+    launcher must see the environment a user's shell has."""
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+
+
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    # The same small shards as tests/test_pretrain.py's `data` fixture (copied, not imported: test modules stay
-    # independent).
-    work = tmp_path_factory.mktemp("launch-data")
-    synthesize_mimic(work / "mimic", patients=12, seed=0)
-    build_corpus(work / "corpus", mimic=work / "mimic", ontology=["icd9pcs"], progress=False)
-    train_tokenizer_from_store(work / "corpus", work / "tokenizer", vocab_size=512, model_max_length=256,
-                               progress=False)
-    pack_corpus(work / "corpus", work / "tokenizer", work / "shards", max_seq_len=128, progress=False)
-    return work
+def data(small_shards):
+    return small_shards
 
 
 def free_port() -> int:

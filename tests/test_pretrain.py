@@ -17,24 +17,14 @@ import torch
 import transformers
 
 from pretrain.config import load_config
-from pretrain.corpus import build_corpus
-from pretrain.packing import pack_corpus
-from pretrain.synth import synthesize_mimic
-from pretrain.tokenizer import train_tokenizer_from_store
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pretrain-data")
-    synthesize_mimic(work / "mimic", patients=12, seed=0)
-    build_corpus(work / "corpus", mimic=work / "mimic", ontology=["icd9pcs"], progress=False)
-    train_tokenizer_from_store(work / "corpus", work / "tokenizer", vocab_size=512, model_max_length=256,
-                               progress=False)
-    pack_corpus(work / "corpus", work / "tokenizer", work / "shards", max_seq_len=128, progress=False)
-    return work
+def data(small_shards):
+    return small_shards
 
 
 def overrides(data: Path, out: Path, *extra: str) -> list[str]:
