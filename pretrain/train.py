@@ -284,7 +284,10 @@ def main(cfg: PretrainConfig) -> dict:
     stop = {"signal": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("signal", True))
     peak = peak_flops(device, torch.bfloat16 if bf16 else torch.float32)
-    bar = tqdm(total=s.max_steps, initial=step, desc="pretrain", disable=rank != 0, dynamic_ncols=True)
+    # A live bar on a terminal; in a log file (SLURM output, make demo > log) one plain line per logging step.
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=s.max_steps, initial=step, desc="pretrain", disable=rank != 0 or not interactive,
+               dynamic_ncols=True)
     if step == 0 and eval_batch is not None:  # the held-out baseline, before any update
         eval_loss, eval_accuracy = evaluate(engine, eval_batch)
         logger.log(0, eval_loss=eval_loss, eval_accuracy=eval_accuracy)
@@ -325,8 +328,11 @@ def main(cfg: PretrainConfig) -> dict:
             logger.log(step, loss=stats[0].item() / world, lr=lr, tokens_per_s=stats[1].item() / seconds,
                        rows=samples - step_start, samples=samples, data_fraction=data_seconds / seconds,
                        **({"mfu": utilization} if utilization is not None else {}))
-            bar.set_postfix_str(format_progress(step, s.max_steps, stats[0].item() / world, lr,
-                                                stats[1].item() / seconds, utilization))
+            progress = format_progress(step, s.max_steps, stats[0].item() / world, lr, stats[1].item() / seconds,
+                                       utilization)
+            bar.set_postfix_str(progress)
+            if rank == 0 and not interactive:
+                print(f"pretrain: step {step:,}/{s.max_steps:,} {progress}", flush=True)
         if eval_batch is not None and (step % cfg.logging.eval_every_steps == 0 or step == s.max_steps):
             eval_loss, eval_accuracy = evaluate(engine, eval_batch)
             logger.log(step, eval_loss=eval_loss, eval_accuracy=eval_accuracy)
