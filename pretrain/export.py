@@ -86,13 +86,9 @@ def _append_training_card(card: Path, run: Path, marker: dict) -> None:
         lines += [f"  - {name}: {n:,} tokens, weight {mix[name]:.3f}" for name, n in tokens.items()]
     evals = []
     if (run / "metrics.jsonl").is_file():
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "eval_loss" in record and record["step"] <= marker["step"]:
-                evals.append(record)
+        from pretrain.metrics import read_jsonl
+
+        evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r and r["step"] <= marker["step"]]
     if evals:
         first, last = evals[0], evals[-1]
         lines.append(f"- held-out MLM loss {first['eval_loss']:.3f} (step {first['step']}) -> {last['eval_loss']:.3f} "

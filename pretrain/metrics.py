@@ -136,7 +136,7 @@ def mfu(flops: float, seconds: float, peak: float | None, world_size: int = 1) -
 # ---------------------------------------------------------------------------------------------------------- logging
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     """Records of a metrics file; a line cut short by a kill mid-write is skipped."""
     records = []
     for line in path.read_text().splitlines():
@@ -176,7 +176,7 @@ class MetricsLogger:
         self.path = self.out_dir / "metrics.jsonl"
         kept = []
         if resume_step is not None and self.path.exists():
-            kept = [r for r in _read_jsonl(self.path) if isinstance(r.get("step"), int) and r["step"] < resume_step]
+            kept = [r for r in read_jsonl(self.path) if isinstance(r.get("step"), int) and r["step"] < resume_step]
         self.file = self.path.open("w")
         self.file.writelines(json.dumps(r) + "\n" for r in kept)
         self.file.flush()
@@ -238,7 +238,7 @@ def plot_metrics(jsonl: Path, png: Path, keys: Iterable[str] = ("loss", "eval_lo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = _read_jsonl(Path(jsonl))
+    records = read_jsonl(Path(jsonl))
     series = {k: [(r["step"], r[k]) for r in records if isinstance(r.get(k), (int, float))] for k in (*keys, "lr")}
     lr = series.pop("lr")
     fig, axes = plt.subplots(2 if lr else 1, 1, figsize=(8, 6 if lr else 4), sharex=True, squeeze=False)

@@ -78,6 +78,11 @@ def tokenizer_file(tokenizer: str | Path) -> Path:
     return path
 
 
+def tokenizer_sha256(tokenizer: str | Path) -> str:
+    """What a manifest records, and training checks, to tie shards to the tokenizer that made them."""
+    return hashlib.sha256(tokenizer_file(tokenizer).read_bytes()).hexdigest()
+
+
 def store_parts(store: str | Path) -> dict[str, list[Path]]:
     """The store's part files, per source, in part order."""
     docs = Path(store) / "docs"
@@ -552,7 +557,7 @@ def pack_corpus(
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "tokenizer": {"path": str(tok_path.resolve()), "sha256": hashlib.sha256(tok_path.read_bytes()).hexdigest(),
+        "tokenizer": {"path": str(tok_path.resolve()), "sha256": tokenizer_sha256(tok_path),
                       "vocab_size": tok.get_vocab_size(with_added_tokens=True), "cls_id": cls_id, "sep_id": sep_id},
         "token_dtype": dtype.name,
         "max_seq_len": max_seq_len,

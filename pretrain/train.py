@@ -119,12 +119,10 @@ def build_model(cfg: PretrainConfig, tokenizer):
 
 def check_data(cfg: PretrainConfig, data, tokenizer_dir: Path) -> None:
     """The shards must come from this tokenizer and fit the model's context."""
-    import hashlib
-
-    from pretrain.packing import tokenizer_file
+    from pretrain.packing import tokenizer_sha256
 
     manifest = data.manifest
-    sha = hashlib.sha256(tokenizer_file(tokenizer_dir).read_bytes()).hexdigest()
+    sha = tokenizer_sha256(tokenizer_dir)
     if manifest["tokenizer"]["sha256"] != sha:
         raise ValueError(f"{cfg.data.shards} was packed with another tokenizer than {cfg.data.tokenizer} "
                          f"(sha256 {manifest['tokenizer']['sha256'][:12]} vs {sha[:12]})")
@@ -133,15 +131,20 @@ def check_data(cfg: PretrainConfig, data, tokenizer_dir: Path) -> None:
                          f"model.max_position_embeddings = {cfg.model.max_position_embeddings}")
 
 
+def git_sha() -> str | None:
+    """The checkout's commit, or None outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def provenance(cfg: PretrainConfig, world_size: int, device: torch.device) -> dict:
     import deepspeed
     import transformers
 
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        sha = None
+    sha = git_sha()
     return {
         "config": cfg.to_dict(), "git_sha": sha, "world_size": world_size, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
