@@ -1,0 +1,133 @@
+"""The ICD fine-tuning config: typed dataclasses, YAML presets in `configs/finetune/icd/`, dotted overrides.
+
+    cfg = load_icd_config("configs/finetune/icd/mimic4-icd10.yaml", ["train.lr=3e-5", "seeds=[0,1,2]"])
+
+Defaults follow Edin et al.'s PLM-ICD recipe on MIMIC-IV (AdamW, lr 5e-5, no weight decay, linear warmup and decay,
+20 epochs, early stopping on validation mAP with patience 6, one global threshold tuned on validation), with the
+whole note read at once in 8,192-token chunks instead of PLM-ICD's 128. Presets change only what differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pretrain.config import ConfigError, load_dataclass
+
+
+@dataclass
+class IcdModelConfig:
+    # Encoder folders to fine-tune (any transformers ModernBERT: ours from `cmbert export`, a released ModernBERT,
+    # BioClinical ModernBERT). Several folders = a head-to-head comparison on the same split.
+    init_from: list[str] = field(default_factory=list)
+    head: Literal["laat", "pooled"] = "laat"
+    max_length: int = 8192  # tokens per chunk, [CLS] and [SEP] included
+    max_chunks: int = 4  # a note longer than max_chunks chunks is cut (counted in the report)
+    attention_dim: int = 512  # LAAT's d_a
+    title_init: bool = True  # label queries from the encoder's reading of each code's title
+    attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
+    gradient_checkpointing: bool = False  # recompute each layer in backward: 8k-token notes on small GPUs
+
+
+@dataclass
+class IcdTrainConfig:
+    lr: float = 5e-5  # the encoder's peak LR
+    head_lr: float = 1e-3  # the freshly initialised head learns faster than the pretrained encoder
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.06  # of all optimizer steps; then linear decay to 0
+    epochs: int = 20  # head warm-up epochs included
+    # Linear probing before fine-tuning (LP-FT, Kumar et al. 2022): the first epochs train only the head on the
+    # frozen encoder's states, so the label attention starts from sensible queries instead of pushing noisy
+    # gradients into the encoder (one cause of the LAAT/PLM-ICD collapses). Those epochs are cheap: the states are
+    # computed once and kept in memory (fp16) when they fit in state_cache_gb, else recomputed without gradients.
+    head_warmup_epochs: int = 0
+    state_cache_gb: float = 4.0
+    max_steps: int = 0  # stop after this many optimizer steps (0 = epochs decide); demo-sized runs
+    tokens_per_batch: int = 16384  # per micro-batch, packed without padding (one 8k note + specials fits)
+    max_notes_per_batch: int = 16
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    patience: int = 6  # epochs without a better validation mAP before stopping (Edin's MIMIC-IV setting)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
+    resume: bool = True
+    # DeepSpeed is optional: a ZeRO preset name from configs/deepspeed/ (zero0..zero3) or a JSON path; None trains
+    # with plain PyTorch. It shards optimizer state across GPUs under torchrun/deepspeed launchers.
+    deepspeed: str | None = None
+
+
+@dataclass
+class IcdEvalConfig:
+    # Systems trained and scored on the same split besides each encoder's full-length model:
+    #   tfidf: TF-IDF + one-vs-rest logistic regression; truncated: the same encoder and head on the first
+    #   `truncated_length` tokens only (what a 512-token encoder sees).
+    baselines: list[str] = field(default_factory=lambda: ["tfidf", "truncated"])
+    truncated_length: int = 512
+    rare_cutoff: int | None = None  # train count below which a code is "rare" (None: the median train count)
+    bootstrap_resamples: int = 1000
+    length_buckets: list[int] = field(default_factory=lambda: [512, 2048, 8192])  # test metrics by note tokens
+
+
+@dataclass
+class IcdLoggingConfig:
+    every_steps: int = 20
+    wandb: Literal["offline", "online", "disabled"] = "offline"  # online only when the user opts in
+    project: str = "clinical-modernbert-icd"
+
+
+@dataclass
+class IcdConfig:
+    out: str = "runs/icd"
+    data: str = ""  # a `cmbert finetune icd prepare` folder
+    seeds: list[int] = field(default_factory=lambda: [0])
+    model: IcdModelConfig = field(default_factory=IcdModelConfig)
+    train: IcdTrainConfig = field(default_factory=IcdTrainConfig)
+    eval: IcdEvalConfig = field(default_factory=IcdEvalConfig)
+    logging: IcdLoggingConfig = field(default_factory=IcdLoggingConfig)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+BASELINES = ("tfidf", "truncated")
+
+
+def check_icd_config(cfg: IcdConfig) -> None:
+    """Every value that would fail later fails here, naming its key."""
+    if not cfg.data:
+        raise ConfigError("data: give the prepared dataset folder (cmbert finetune icd prepare --out DIR)")
+    if not Path(cfg.data, "labels.json").is_file():
+        raise ConfigError(f"data: {cfg.data} is not a prepared ICD dataset (no labels.json)")
+    if not cfg.model.init_from:
+        raise ConfigError("model.init_from: give at least one transformers ModernBERT folder")
+    for folder in cfg.model.init_from:
+        if not Path(folder, "config.json").is_file():
+            raise ConfigError(f"model.init_from: {folder} has no config.json (a local ModernBERT folder is needed; "
+                              "the Hugging Face hub is not used)")
+    if not cfg.seeds:
+        raise ConfigError("seeds: give at least one seed")
+    m, t = cfg.model, cfg.train
+    if m.max_length < 16 or m.max_chunks < 1 or m.attention_dim < 1:
+        raise ConfigError("model.max_length must be >= 16, model.max_chunks and model.attention_dim >= 1")
+    if m.head == "pooled" and m.max_chunks != 1:
+        raise ConfigError("model.max_chunks: the pooled head reads one chunk per note (set 1), or use head: laat")
+    if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1:
+        raise ConfigError("train.lr and train.head_lr must be > 0, weight_decay >= 0, warmup_fraction in [0, 1)")
+    if t.epochs < 1 or t.max_steps < 0 or t.grad_accum < 1 or t.patience < 1 or t.max_notes_per_batch < 1:
+        raise ConfigError("train.epochs, grad_accum, patience, max_notes_per_batch must be >= 1, max_steps >= 0")
+    if t.head_warmup_epochs and (m.head != "laat" or t.head_warmup_epochs >= t.epochs):
+        raise ConfigError("train.head_warmup_epochs: only for head: laat, and fewer than train.epochs")
+    if t.tokens_per_batch < m.max_length:
+        raise ConfigError(f"train.tokens_per_batch ({t.tokens_per_batch}) must hold one chunk of model.max_length "
+                          f"({m.max_length})")
+    unknown = sorted(set(cfg.eval.baselines) - set(BASELINES))
+    if unknown:
+        raise ConfigError(f"eval.baselines: unknown {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+
+
+def load_icd_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> IcdConfig:
+    cfg = load_dataclass(IcdConfig, path, overrides)
+    check_icd_config(cfg)
+    return cfg

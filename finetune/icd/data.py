@@ -1,0 +1,582 @@
+"""ICD coding datasets from MIMIC-IV, built as Edin et al. (2023, "Automated Medical Coding on MIMIC-III and
+MIMIC-IV: A Critical Review and Replicability Study"; repo JoakimEdin/medical-coding-reproducibility, scripts
+`prepare_data/prepare_mimiciv.py` and `generate_mimiciv_splits.py`) build theirs, and read back for training.
+
+`prepare_icd_dataset` (behind `cmbert finetune icd prepare`) writes one dataset per ICD version:
+1. Labels: the rows of hosp `diagnoses_icd` and `procedures_icd` joined on hadm_id into one label set, so diagnoses
+   and procedures are predicted together. Rows with no code, or with a code absent from the release's own
+   `d_icd_*` table, are counted skips; (hadm_id, code) pairs are de-duplicated. Codes are dotted as Edin's
+   `reformat_icd9/10` do: ICD-9 diagnoses after 3 characters (E-codes after 4), ICD-9 procedures after 2, ICD-10-CM
+   after 3, ICD-10-PCS never. Diagnosis ICD-9 "0011" (001.1) and procedure "0011" (00.11) are different labels.
+2. Notes: the discharge summaries of admissions coded in the requested version (an admission with rows of both
+   versions, if any, keeps the rows of the requested one, as Edin's left join does; the report counts them). A note
+   without hadm_id, one whose admission has no code rows, one coded only in the other version or only in unknown
+   codes, and a second note with the same hadm_id and text (Edin drops those duplicates) are counted skips. A
+   patient with admissions in both versions is in both datasets, as in Edin.
+3. Frequency filter: codes on fewer than `min_count` notes (Edin: 10) are dropped, then notes left without codes.
+   Optionally only the `top_k` most frequent codes are kept, and again notes left without codes are dropped.
+4. Text: as stored, or Edin's preprocessing (`edin_preprocess`); optionally the first `max_words` whitespace words
+   (Edin truncates every model's input to 4,000 words at training time; our default keeps the whole note).
+5. Split by patient: subject_ids are split 75/10/15 by iterative multi-label stratification (Sechidis et al. 2011,
+   the `iterative-stratification` package) on each patient's codes over all their notes: test first, then val from
+   the rest, so no patient is in two splits and every frequent code reaches every split. Stratification comes before
+   exact sizes: on 450-650 synthetic patients the patient fractions came out ~70/12.5/17.5.
+
+Bounded memory: the code tables become {hadm_id: code ids} (for MIMIC-IV ~2M pairs, ~100 MB). Note text is never
+held: pass 1 streams `discharge.csv.gz` and appends each selected note's (preprocessed) text, zlib-compressed, to a
+staging file, keeping only (note_id, subject_id, hadm_id, offset, size, words, codes) per note; after the split,
+pass 2 reads the staging file in order and writes the three jsonl.gz files. The largest allocation is the dense
+patient x label matrix the stratifier needs: bool (1 byte a cell, the smallest type it accepts: it casts to bool
+anyway), and iterstrat holds about three more copies of it while it runs (measured: peak ~4x the matrix). MIMIC-IV
+ICD-10 (roughly 65k patients x 7.9k codes) is ~0.5 GB a copy, ~2 GB at peak; ICD-9 (roughly 100k x 6.1k) ~0.6 GB,
+~2.5 GB at peak. The stratifier's time grows ~ patients x labels^2 (16k x 4k: 70 s on one core), so the full MIMIC-IV split
+takes tens of minutes; synthetic trees of a few thousand patients take seconds.
+
+A killed run never leaves a folder that looks complete: everything is written into `OUT.partial/` (report.json
+last), which is renamed to OUT at the end; a leftover `OUT.partial/` from an earlier run is removed first.
+
+Where we differ from Edin's code, on purpose:
+- Edin's `reformat_icd10` writes a trailing dot on 3-character ICD-10-CM codes ("I10."); we write "I10".
+- Codes outside the release's d_icd tables are dropped (Edin keeps every non-NaN code); the number is reported.
+- The stratifier sees each patient's codes as presence (bool), not as counts summed over notes: Edin's own
+  `iterative_stratification` weighs a patient with a code on 3 notes 3 times; iterstrat binarises its input.
+- A note whose Edin-preprocessed text is empty is a counted skip (Edin keeps it, with no input at all).
+- With `preprocess="none"`, `max_words` keeps the original text up to the end of the N-th word (layout intact);
+  on Edin-preprocessed text this equals Edin's `" ".join(text.split()[:N])`.
+- The split is ours (iterstrat, `seed`), not the split files Edin ships (`mimiciv_icd{9,10}_split.feather`, made
+  by their own implementation with `random.seed(10)`): same protocol, different patients in each split.
+- No training subsets (Edin's 10k..125k-note stratified subsets of train); `top_k` replaces MIMIC-III "top 50".
+
+The folder format (train/val/test.jsonl.gz, labels.json, split.csv, exclude_subjects.txt, report.json) is the
+contract in notes/icd_format.md; `load_labels`, `read_split` and `label_matrix` read it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import shutil
+import statistics
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from pretrain.ontology import MIMIC_CODE_SYSTEMS, dotted
+from pretrain.readers import SkipCounter, read_icd_codes, read_icd_dictionary, read_mimic_notes
+
+SPLITS = ("train", "val", "test")
+KINDS = ("diagnosis", "procedure")
+PREPROCESSING = ("none", "edin")
+# kind -> (codes table, dictionary table, `pretrain.ontology.MIMIC_CODE_SYSTEMS` key); the tables relative to the MIMIC-IV root, without ".csv.gz".
+TABLES = {
+    "diagnosis": ("hosp/diagnoses_icd", "hosp/d_icd_diagnoses", "diagnoses"),
+    "procedure": ("hosp/procedures_icd", "hosp/d_icd_procedures", "procedures"),
+}
+NOTES_TABLE = "note/discharge"
+PARTIAL_MARKER = ".icd_prepare_partial"  # marks OUT.partial/ as ours, so a leftover one may be removed
+STAGING_FILE = "notes.staging"
+DATASET_FILES = ("train.jsonl.gz", "val.jsonl.gz", "test.jsonl.gz", "labels.json", "split.csv",
+                 "exclude_subjects.txt", "report.json")
+
+# Edin's TextPreprocessor with the MIMIC-IV settings (lower, remove_special_characters_mullenbach, remove_digits).
+_NOT_ALPHANUMERIC = re.compile(r"[^A-Za-z0-9]+")
+# A run of number tokens between spaces: a number at the very start or end of the note survives, as in Edin.
+_NUMBER_TOKENS = re.compile(r"(\s\d+)+\s")
+_WHITESPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\S+")
+
+
+def edin_preprocess(text: str) -> str:
+    """Edin et al.'s text normalisation: lower case, every run of non-alphanumerics -> one space, standalone number
+    tokens removed (not digits inside words: "b12" stays), whitespace collapsed, ends stripped."""
+    text = _NOT_ALPHANUMERIC.sub(" ", text.lower())
+    text = _NUMBER_TOKENS.sub(" ", text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def truncate_words(text: str, max_words: int | None) -> str:
+    """The text up to the end of its `max_words`-th whitespace-separated word (all of it when None or shorter)."""
+    if max_words is None:
+        return text
+    for count, word in enumerate(_WORD.finditer(text), start=1):
+        if count == max_words:
+            return text[: word.end()]
+    return text
+
+
+def preprocess_text(text: str, preprocess: str, max_words: int | None) -> str:
+    """The text rules a dataset (and a model trained on it) applies: the same at preparation and at prediction."""
+    return truncate_words(edin_preprocess(text) if preprocess == "edin" else text, max_words)
+
+
+# ------------------------------------------------------------------------------------------------------- reading API
+
+
+@dataclass(frozen=True)
+class IcdExample:
+    note_id: str
+    subject_id: int
+    hadm_id: int
+    text: str
+    codes: tuple[str, ...]  # dotted, in labels.json order
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The labels of one dataset, in column order (by note count, descending, then code)."""
+
+    version: int
+    codes: list[str]
+    titles: dict[str, str]
+    kinds: dict[str, str]  # "diagnosis" | "procedure"
+    counts: dict[str, int]  # notes over all splits
+    train_counts: dict[str, int]  # train notes
+    preprocess: str = "none"  # the text rules of the dataset, which a model trained on it applies at prediction
+    max_words: int | None = None
+
+    @cached_property
+    def _columns(self) -> dict[str, int]:
+        return {code: column for column, code in enumerate(self.codes)}
+
+    def index(self) -> dict[str, int]:
+        """code -> column."""
+        return dict(self._columns)
+
+    def encode(self, codes: Iterable[str]) -> np.ndarray:
+        """Multi-hot bool vector [len(self.codes)]. A code outside the label set is a KeyError, not a silent miss."""
+        vector = np.zeros(len(self.codes), dtype=bool)
+        for code in codes:
+            try:
+                vector[self._columns[code]] = True
+            except KeyError:
+                raise KeyError(f"code {code!r} is not in this ICD-{self.version} label set") from None
+        return vector
+
+
+def _dataset_file(dataset: str | Path, name: str) -> Path:
+    path = Path(dataset) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (not an ICD dataset folder written by `cmbert finetune icd "
+                                "prepare`?)")
+    return path
+
+
+def load_labels(dataset: str | Path) -> LabelSet:
+    """The label set of a dataset folder (its labels.json)."""
+    with open(_dataset_file(dataset, "labels.json"), encoding="utf-8") as file:
+        meta = json.load(file)
+    entries = meta["codes"]
+    return LabelSet(
+        version=meta["version"],
+        codes=[entry["code"] for entry in entries],
+        titles={entry["code"]: entry["title"] for entry in entries},
+        kinds={entry["code"]: entry["kind"] for entry in entries},
+        counts={entry["code"]: entry["count"] for entry in entries},
+        train_counts={entry["code"]: entry["train_count"] for entry in entries},
+        preprocess=meta.get("preprocess", "none"),
+        max_words=meta.get("max_words"),
+    )
+
+
+def read_split(dataset: str | Path, split: str) -> Iterator[IcdExample]:
+    """The notes of one split ("train", "val" or "test"), streamed in file order."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    with gzip.open(_dataset_file(dataset, f"{split}.jsonl.gz"), "rt", encoding="utf-8") as file:
+        for line in file:
+            record = json.loads(line)
+            yield IcdExample(note_id=record["note_id"], subject_id=record["subject_id"], hadm_id=record["hadm_id"],
+                             text=record["text"], codes=tuple(record["codes"]))
+
+
+def label_matrix(examples: Iterable[IcdExample], labels: LabelSet) -> np.ndarray:
+    """bool [n_examples, n_labels]: row i is the multi-hot of examples[i].codes."""
+    rows = [labels.encode(example.codes) for example in examples]
+    return np.stack(rows) if rows else np.zeros((0, len(labels.codes)), dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------------------- preparation
+
+
+@dataclass(slots=True)
+class _StagedNote:
+    """What pass 1 keeps of a note: everything but its text, which sits in the staging file at [offset, +size)."""
+
+    note_id: str
+    subject_id: int
+    hadm_id: int
+    offset: int
+    size: int
+    words: int
+    codes: tuple[int, ...]  # code ids (see _CodeTable), before the frequency filter
+
+
+@dataclass
+class _CodeTable:
+    """The requested version's codes per admission, as small ids into `keys` ((kind, raw MIMIC code))."""
+
+    version: int
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    ids: dict[tuple[str, str], int] = field(default_factory=dict)
+    pending: dict[int, list[int]] = field(default_factory=dict)  # as read, duplicates included
+    by_hadm: dict[int, tuple[int, ...]] = field(default_factory=dict)  # after `finish`: unique, sorted
+    versions_by_hadm: dict[int, int] = field(default_factory=dict)  # bit 1: ICD-9 rows, bit 2: ICD-10 rows
+    rows: Counter[str] = field(default_factory=Counter)  # per kind: rows of this version (before de-duplication)
+
+    def mark(self, hadm_id: int, version: int) -> None:
+        """Note that the admission has a code row of `version`."""
+        self.versions_by_hadm[hadm_id] = self.versions_by_hadm.get(hadm_id, 0) | (1 if version == 9 else 2)
+
+    def add(self, kind: str, hadm_id: int, code: str, version: int) -> None:
+        self.mark(hadm_id, version)
+        if version != self.version:
+            return
+        self.rows[kind] += 1
+        key = (kind, code)
+        code_id = self.ids.get(key)
+        if code_id is None:
+            code_id = self.ids[key] = len(self.keys)
+            self.keys.append(key)
+        self.pending.setdefault(hadm_id, []).append(code_id)
+
+    def finish(self) -> dict[str, int]:
+        """De-duplicate (hadm_id, code) and freeze each admission's codes; returns the duplicates removed per kind."""
+        duplicates: Counter[str] = Counter()
+        for hadm_id, code_ids in self.pending.items():
+            unique = tuple(sorted(set(code_ids)))
+            for code_id in unique:
+                duplicates[self.keys[code_id][0]] += code_ids.count(code_id) - 1
+            self.by_hadm[hadm_id] = unique
+        self.pending.clear()
+        return {kind: duplicates[kind] for kind in KINDS}
+
+
+def _input_table(mimic: Path, name: str) -> Path:
+    """`mimic/name.csv.gz`, or the plain `.csv` (the readers detect gzip by content)."""
+    for suffix in (".csv.gz", ".csv"):
+        if (mimic / f"{name}{suffix}").is_file():
+            return mimic / f"{name}{suffix}"
+    raise FileNotFoundError(f"{mimic / (name + '.csv.gz')}: no such file (the MIMIC-IV tree needs hosp/diagnoses_icd, "
+                            "hosp/procedures_icd, hosp/d_icd_diagnoses, hosp/d_icd_procedures and note/discharge)")
+
+
+def _check_arguments(version: int, min_count: int, top_k: int | None, preprocess: str, max_words: int | None,
+                     test_size: float, val_size: float) -> None:
+    if version not in (9, 10):
+        raise ValueError(f"ICD version must be 9 or 10, got {version!r}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if preprocess not in PREPROCESSING:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {preprocess!r}")
+    if max_words is not None and max_words < 1:
+        raise ValueError(f"max_words must be at least 1, got {max_words}")
+    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
+        raise ValueError(f"test_size and val_size must be in (0, 1) with a sum below 1, got {test_size} and {val_size}")
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an OUT that holds something else, or a finished dataset unless `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    # Overwriting deletes the folder: only one that holds our files and nothing else.
+    names = {entry.name for entry in out.iterdir()}
+    if not {"report.json", "labels.json"} <= names or not names <= set(DATASET_FILES):
+        raise FileExistsError(f"{out}: folder exists and is not an ICD dataset; choose an empty or new folder")
+    if not overwrite:
+        raise FileExistsError(f"{out}: an ICD dataset is already there (pass overwrite to rebuild it)")
+
+
+def _split_patients(patient_columns: list[np.ndarray], n_labels: int, seed: int, test_size: float,
+                    val_size: float) -> list[str]:
+    """The split of each patient, given each patient's label columns. Test is cut first, then val from the rest
+    with val_size / (1 - test_size), as Edin. The matrix is built here so that this frame holds its only reference
+    and can free it before the second cut."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    if len(patient_columns) < 3:
+        raise ValueError(f"too few patients to split into train/val/test: {len(patient_columns)}")
+    # iterstrat only takes a multilabel-indicator target (two columns or more); an all-False column is never chosen
+    # by the stratifier (it picks the rarest label with at least one example left) and changes nothing.
+    matrix = np.zeros((len(patient_columns), max(n_labels, 2)), dtype=bool)
+    for row, columns in enumerate(patient_columns):
+        matrix[row, columns] = True
+
+    def cut(rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        keep, held = next(splitter.split(np.zeros(len(rows)), rows))
+        return keep, held
+
+    rest, test = cut(matrix, test_size)
+    rest_matrix = matrix[rest]
+    del matrix
+    train, val = cut(rest_matrix, val_size / (1 - test_size))
+    splits = ["test"] * len(patient_columns)
+    for index in rest[val]:
+        splits[index] = "val"
+    for index in rest[train]:
+        splits[index] = "train"
+    return splits
+
+
+def _words_summary(words: list[int]) -> dict:
+    if not words:
+        return {"mean": 0.0, "median": 0.0, "p95": 0.0, "max": 0}
+    return {"mean": round(statistics.fmean(words), 1), "median": round(float(np.median(words)), 1),
+            "p95": round(float(np.percentile(words, 95)), 1), "max": max(words)}
+
+
+def _gzip_writer(path: Path) -> io.TextIOWrapper:
+    """A gzip text file whose bytes depend on its content only (no timestamp, no file name in the header)."""
+    raw = open(path, "wb")
+    zipped = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
+    return io.TextIOWrapper(zipped, encoding="utf-8", newline="\n")
+
+
+def _build_dataset(work: Path, inputs: dict[str, tuple[Path, Path]], notes_path: Path, version: int, min_count: int,
+                   top_k: int | None, preprocess: str, max_words: int | None, seed: int, test_size: float,
+                   val_size: float, log: Callable[[str], None]) -> dict:
+    """Everything but report.json into `work`; returns the report. The steps of the module docstring, in order."""
+    # --- Codes: {hadm_id: code ids} of this version, from the rows whose code the release's dictionary knows.
+    titles: dict[str, dict[int, dict[str, str]]] = {}
+    dictionary_counters = {kind: SkipCounter() for kind in KINDS}
+    code_counters = {kind: SkipCounter() for kind in KINDS}
+    table = _CodeTable(version)
+    for kind in KINDS:
+        codes_path, dictionary_path = inputs[kind]
+        titles[kind] = read_icd_dictionary(dictionary_path, dictionary_counters[kind])
+        counter = code_counters[kind]
+        # `known` is applied here, not in the reader, so that an admission whose codes are all unknown is still
+        # seen as coded (its note is then skipped as ``no_known_codes``, not ``admission_not_coded``).
+        for row in read_icd_codes(codes_path, None, counter):
+            if row.code in titles[kind][row.version]:
+                table.add(kind, row.hadm_id, row.code, row.version)
+            else:
+                table.mark(row.hadm_id, row.version)
+                counter.kept -= 1
+                counter.skip("unknown_code", f"{codes_path.name}: ICD-{row.version} {row.code} (hadm_id {row.hadm_id})")
+    duplicates = table.finish()
+    log(f"{len(table.by_hadm):,} admissions coded in ICD-{version}, {len(table.keys):,} distinct codes")
+
+    # --- Pass 1: select the notes, stage their text, keep their metadata.
+    notes = SkipCounter()
+
+    def drop(reason: str, note_id: str) -> None:
+        # The reader counted the note as kept; moving it to a skip keeps read == kept + skipped for the report.
+        notes.kept -= 1
+        notes.skip(reason, f"note_id {note_id}")
+
+    this_version_bit = 1 if version == 9 else 2
+    seen: set[bytes] = set()
+    staged: list[_StagedNote] = []
+    mixed_notes = 0
+    with open(work / STAGING_FILE, "wb") as staging:
+        for note in read_mimic_notes(notes_path, notes):
+            if note.hadm_id is None:
+                drop("no_hadm_id", note.note_id)
+                continue
+            bits = table.versions_by_hadm.get(note.hadm_id, 0)
+            if not bits:
+                drop("admission_not_coded", note.note_id)
+                continue
+            if not bits & this_version_bit:
+                drop("other_icd_version", note.note_id)
+                continue
+            if note.hadm_id not in table.by_hadm:  # its rows of this version all had unknown codes
+                drop("no_known_codes", note.note_id)
+                continue
+            fingerprint = hashlib.blake2b(f"{note.hadm_id}\n{note.text}".encode(), digest_size=16).digest()
+            if fingerprint in seen:
+                drop("duplicate_note", note.note_id)
+                continue
+            seen.add(fingerprint)
+            text = preprocess_text(note.text, preprocess, max_words)
+            if not text.strip():
+                drop("empty_after_preprocessing", note.note_id)
+                continue
+            mixed_notes += bits == 3
+            blob = zlib.compress(text.encode("utf-8"), 1)
+            staged.append(_StagedNote(note.note_id, note.subject_id, note.hadm_id, staging.tell(), len(blob),
+                                      len(text.split()), table.by_hadm[note.hadm_id]))
+            staging.write(blob)
+    del seen
+    log(f"{notes.read:,} notes read, {len(staged):,} of ICD-{version} admissions staged")
+
+    # --- Frequency filter (per code: Edin filters per column, diagnoses and procedures, which is the same thing as
+    # the two kinds never share a dotted code), then top-k; notes left without codes are dropped.
+    occurrences = Counter(code_id for entry in staged for code_id in entry.codes)
+    kept_ids = {code_id for code_id, n in occurrences.items() if n >= min_count}
+    code_counts = {kind: {"before_min_count": sum(1 for c in occurrences if table.keys[c][0] == kind),
+                          "after_min_count": sum(1 for c in kept_ids if table.keys[c][0] == kind)} for kind in KINDS}
+
+    def dotted_code(code_id: int) -> str:
+        kind, raw = table.keys[code_id]
+        return dotted(raw, MIMIC_CODE_SYSTEMS[TABLES[kind][2]][version])
+
+    if top_k is not None:
+        ranked = sorted(kept_ids, key=lambda c: (-occurrences[c], dotted_code(c)))
+        kept_ids = set(ranked[:top_k])
+        for kind in KINDS:
+            code_counts[kind]["after_top_k"] = sum(1 for c in kept_ids if table.keys[c][0] == kind)
+    selected: list[_StagedNote] = []
+    for entry in staged:
+        entry.codes = tuple(c for c in entry.codes if c in kept_ids)
+        if entry.codes:
+            selected.append(entry)
+        else:
+            notes.kept -= 1
+            reason = "no_codes_after_min_count" if top_k is None or not any(
+                occurrences[c] >= min_count for c in table.by_hadm[entry.hadm_id]) else "no_codes_in_top_k"
+            notes.skip(reason, f"note_id {entry.note_id}")
+    label_ids = sorted(kept_ids, key=lambda c: (-occurrences[c], dotted_code(c)))
+    column_of = {code_id: column for column, code_id in enumerate(label_ids)}
+    codes_dotted = [dotted_code(c) for c in label_ids]
+    if len(set(codes_dotted)) != len(codes_dotted):
+        raise ValueError("two ICD codes of different kinds have the same dotted form; cannot label them apart")
+    if not selected:
+        raise ValueError(f"no ICD-{version} notes are left after the filters (min_count={min_count}, top_k={top_k})")
+
+    # --- Split by patient: each patient's labels over all their notes (presence), iteratively stratified.
+    subjects = sorted({entry.subject_id for entry in selected})
+    row_of = {subject: row for row, subject in enumerate(subjects)}
+    columns_of: list[set[int]] = [set() for _ in subjects]
+    for entry in selected:
+        columns_of[row_of[entry.subject_id]].update(column_of[c] for c in entry.codes)
+    patient_columns = [np.fromiter(sorted(columns), dtype=np.int32, count=len(columns)) for columns in columns_of]
+    del columns_of, row_of
+    log(f"splitting {len(subjects):,} patients x {len(label_ids):,} codes "
+        f"({len(subjects) * len(label_ids) / 2**20:,.1f} MiB bool matrix, ~4x that at peak)")
+    split_of = dict(zip(subjects, _split_patients(patient_columns, len(label_ids), seed, test_size, val_size),
+                        strict=True))
+    del patient_columns
+
+    # --- Pass 2: the three jsonl.gz files, in discharge-file order within each split.
+    train_counts = Counter()
+    per_split = {split: {"notes": 0, "patients": set(), "codes": 0, "words": [], "present": set()} for split in SPLITS}
+    writers = {split: _gzip_writer(work / f"{split}.jsonl.gz") for split in SPLITS}
+    try:
+        with open(work / STAGING_FILE, "rb") as staging:
+            for entry in selected:
+                staging.seek(entry.offset)
+                text = zlib.decompress(staging.read(entry.size)).decode("utf-8")
+                split = split_of[entry.subject_id]
+                columns = sorted(column_of[c] for c in entry.codes)
+                record = {"note_id": entry.note_id, "subject_id": entry.subject_id, "hadm_id": entry.hadm_id,
+                          "text": text, "codes": [codes_dotted[col] for col in columns]}
+                writers[split].write(json.dumps(record, ensure_ascii=False) + "\n")
+                stats = per_split[split]
+                stats["notes"] += 1
+                stats["patients"].add(entry.subject_id)
+                stats["codes"] += len(columns)
+                stats["words"].append(entry.words)
+                stats["present"].update(columns)
+                if split == "train":
+                    train_counts.update(columns)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    (work / STAGING_FILE).unlink()
+
+    # --- labels.json, split.csv, exclude_subjects.txt, then report.json last.
+    entries = []
+    for column, code_id in enumerate(label_ids):
+        kind, raw = table.keys[code_id]
+        entries.append({"code": codes_dotted[column], "raw": raw, "kind": kind, "title": titles[kind][version][raw],
+                        "count": occurrences[code_id], "train_count": train_counts[column]})
+    labels_meta = {"version": version, "min_count": min_count, "top_k": top_k, "preprocess": preprocess,
+                   "max_words": max_words, "codes": entries}
+    (work / "labels.json").write_text(json.dumps(labels_meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open(work / "split.csv", "w", encoding="utf-8", newline="\n") as file:
+        file.write("subject_id,split\n")
+        file.writelines(f"{subject},{split_of[subject]}\n" for subject in subjects)
+    held_out = sorted(subject for subject in subjects if split_of[subject] != "train")
+    (work / "exclude_subjects.txt").write_text("".join(f"{subject}\n" for subject in held_out), encoding="utf-8")
+
+    zero_train = [codes_dotted[col] for col in range(len(label_ids)) if train_counts[col] == 0]
+    all_words = [entry.words for entry in selected]
+    report = {
+        "version": version, "min_count": min_count, "top_k": top_k, "preprocess": preprocess, "max_words": max_words,
+        "seed": seed, "test_size": test_size, "val_size": val_size,
+        "inputs": {"notes": str(notes_path), **{f"{kind}_codes": str(paths[0]) for kind, paths in inputs.items()},
+                   **{f"{kind}_dictionary": str(paths[1]) for kind, paths in inputs.items()}},
+        "notes": notes.as_dict(),
+        "code_rows": {kind: {**code_counters[kind].as_dict(), f"icd{version}_rows": table.rows[kind],
+                             "duplicate_rows": duplicates[kind]} for kind in KINDS},
+        "dictionary_rows": {kind: dictionary_counters[kind].as_dict() for kind in KINDS},
+        "admissions": {f"coded_icd{version}": len(table.by_hadm),
+                       "mixed_icd_versions": sum(1 for bits in table.versions_by_hadm.values() if bits == 3),
+                       "notes_from_mixed_admissions": mixed_notes},
+        "codes": code_counts,
+        "labels": len(label_ids),
+        "patients": len(subjects),
+        "text_words": _words_summary(all_words),
+        "splits": {split: {"notes": stats["notes"], "patients": len(stats["patients"]),
+                           "patient_fraction": round(len(stats["patients"]) / len(subjects), 4),
+                           "note_fraction": round(stats["notes"] / len(selected), 4),
+                           "label_cardinality_mean": round(stats["codes"] / max(stats["notes"], 1), 3),
+                           "codes_absent": len(label_ids) - len(stats["present"]),
+                           "text_words": _words_summary(stats["words"])}
+                   for split, stats in per_split.items()},
+        "codes_with_zero_train_examples": len(zero_train),
+        "codes_with_zero_train_examples_first": zero_train[:10],
+    }
+    return report
+
+
+def prepare_icd_dataset(mimic: str | Path, out: str | Path, version: int, min_count: int = 10,
+                        top_k: int | None = None, preprocess: str = "none", max_words: int | None = None,
+                        seed: int = 10, test_size: float = 0.15, val_size: float = 0.10, overwrite: bool = False,
+                        verbose: bool = True) -> dict:
+    """Build the ICD-`version` coding dataset of a MIMIC-IV tree into `out` (the format of notes/icd_format.md) and
+    return its report (also written to `out/report.json`). The same inputs and seed give the same bytes.
+
+    `mimic` holds hosp/{diagnoses_icd, procedures_icd, d_icd_diagnoses, d_icd_procedures}.csv.gz and
+    note/discharge.csv.gz. `out` must be new, empty, or (with `overwrite`) an earlier dataset. Progress lines (counts
+    only, never text) go to stderr unless `verbose` is False."""
+    _check_arguments(version, min_count, top_k, preprocess, max_words, test_size, val_size)
+    mimic, out = Path(mimic), Path(out)
+    if not mimic.is_dir():
+        raise FileNotFoundError(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
+    inputs = {kind: (_input_table(mimic, codes), _input_table(mimic, dictionary))
+              for kind, (codes, dictionary, _) in TABLES.items()}
+    notes_path = _input_table(mimic, NOTES_TABLE)
+    _check_output(out, overwrite)
+
+    def log(message: str) -> None:
+        if verbose:
+            print(f"icd prepare: {message}", file=sys.stderr, flush=True)
+
+    work = out.with_name(out.name + ".partial")
+    if work.exists():
+        if not (work / PARTIAL_MARKER).is_file():
+            raise FileExistsError(f"{work}: exists and was not left by an earlier `icd prepare`; move it away")
+        log(f"removing {work} left by an interrupted run")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / PARTIAL_MARKER).touch()
+    try:
+        report = _build_dataset(work, inputs, notes_path, version, min_count, top_k, preprocess, max_words, seed,
+                                test_size, val_size, log)
+        (work / PARTIAL_MARKER).unlink()
+        (work / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a failed run leaves nothing (a killed one leaves OUT.partial)
+        raise
+    if out.exists():  # empty, or an earlier dataset the caller asked to overwrite (checked above)
+        shutil.rmtree(out)
+    work.rename(out)
+    fractions = ", ".join(f"{split} {report['splits'][split]['patient_fraction']:.3f}" for split in SPLITS)
+    log(f"wrote {out}: {report['notes']['kept']:,} notes, {report['labels']:,} codes, patients {fractions}")
+    return report

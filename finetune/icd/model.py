@@ -1,0 +1,250 @@
+"""ICD coding models and the model folder they live in.
+
+Two heads on the same encoder (`modeling.ModernBertModel`, which loads any transformers ModernBERT folder):
+
+- `laat`: label-wise attention over every token of the note (LAAT, Vu et al. 2020; PLM-ICD, Huang et al. 2022).
+  Per label l: a_l = softmax_t(q_l . z_t / sqrt(d)) with z_t = tanh(LayerNorm(W h_t)), v_l = sum_t a_l,t h_t,
+  logit_l = w_l . v_l + b_l. A note longer than the context is cut into chunks that the encoder reads
+  independently (PLM-ICD's segment pooling, with chunks of up to 8,192 tokens instead of 128); the attention then runs
+  over the tokens of all of the note's chunks at once.
+  The softmax instability Edin et al. report (PLM-ICD/LAAT losses diverging as attention scores overflow) is handled
+  three ways: LayerNorm before the tanh keeps the keys' scale fixed whatever the encoder's output scale, the scores are
+  divided by sqrt(d), and scores, mask and softmax are computed in fp32 with padding masked to -inf (never the
+  fp16-unsafe -1e4; and no padded position is ever attended: PLM-ICD's collate padded its mask with 1s).
+- `pooled`: transformers' own `ModernBertForSequenceClassification` (problem_type multi_label_classification) on the
+  first `max_length` tokens, so `AutoModelForSequenceClassification.from_pretrained(folder)` runs it unchanged.
+
+Label queries can start from the encoder's reading of each code's title ("Acute on chronic systolic heart failure"):
+q_l = z(mean of the title's token states), so at step 0 each label already attends to the tokens that resemble its
+title. Output biases start at each code's training log-odds, so the first steps are not spent learning priors.
+
+Model folder (what `save` writes, `IcdModel.load` and `cmbert predict icd` read; #7 and #8 reuse it):
+    config.json, model.safetensors   a stock transformers ModernBERT: ModernBertModel for `laat` (AutoModel loads
+                                     it), ModernBertForSequenceClassification for `pooled` (with id2label = codes)
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json
+    label_attention.safetensors      `laat` only: proj.weight, norm.weight, norm.bias, queries, weights, bias
+    icd.json                         format, head, labels [{code, title, kind, train_count}], threshold (one global
+                                     decision threshold tuned on validation), icd_version, max_length, max_chunks,
+                                     preprocess / max_words (the text rules applied before tokenizing), attention_dim,
+                                     and `training` (config, metrics, provenance)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FORMAT = "cmbert-icd/1"
+ICD_JSON = "icd.json"
+HEAD_FILE = "label_attention.safetensors"
+HEADS = ("laat", "pooled")
+
+
+@dataclass
+class IcdMeta:
+    """Everything besides weights that turns a note into codes; stored as icd.json."""
+
+    head: str
+    codes: list[str]
+    titles: list[str]
+    kinds: list[str]
+    train_counts: list[int]
+    icd_version: int
+    max_length: int  # tokens per chunk, [CLS] and [SEP] included
+    max_chunks: int  # chunks read per note; the rest of a longer note is cut (counted in reports)
+    preprocess: str = "none"  # "edin": the text rules of finetune.icd.data, applied at training and prediction
+    max_words: int | None = None
+    attention_dim: int = 512
+    threshold: float = 0.5
+    format: str = FORMAT
+    training: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        meta = asdict(self)
+        labels = [{"code": c, "title": t, "kind": k, "train_count": n} for c, t, k, n in
+                  zip(meta.pop("codes"), meta.pop("titles"), meta.pop("kinds"), meta.pop("train_counts"), strict=True)]
+        return {"format": meta.pop("format"), "head": meta.pop("head"), "labels": labels, **meta}
+
+    @classmethod
+    def from_json(cls, data: dict, where: str) -> IcdMeta:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{where}: not an ICD model folder of format {FORMAT} (found {data.get('format')!r})")
+        data = dict(data)
+        labels = data.pop("labels")
+        return cls(codes=[x["code"] for x in labels], titles=[x["title"] for x in labels],
+                   kinds=[x["kind"] for x in labels], train_counts=[int(x["train_count"]) for x in labels], **data)
+
+
+class LabelAttention(nn.Module):
+    """The LAAT/PLM-ICD head over padded token states [B, T, H] -> logits [B, L] (see the module docstring)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, attention_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, attention_dim, bias=False)
+        self.norm = nn.LayerNorm(attention_dim)
+        self.queries = nn.Parameter(torch.empty(num_labels, attention_dim))
+        self.weights = nn.Parameter(torch.empty(num_labels, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(num_labels))
+        nn.init.normal_(self.proj.weight, std=hidden_size**-0.5)
+        nn.init.normal_(self.queries, std=1.0)
+        nn.init.normal_(self.weights, std=hidden_size**-0.5)
+
+    def keys(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.norm(self.proj(h)))
+
+    def attention(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, T] attention of every label over the note's tokens, fp32, exactly 0 at padding."""
+        scores = torch.einsum("btd,ld->blt", self.keys(h).float(), self.queries.float())
+        scores = scores * self.queries.shape[1] ** -0.5
+        return scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attn = self.attention(h, mask)
+        per_label = torch.einsum("blt,bth->blh", attn.to(h.dtype), h)  # [B, L, H]: one note vector per label
+        return (per_label * self.weights.to(h.dtype)).sum(-1).float() + self.bias.float()
+
+
+def prior_log_odds(train_counts: list[int], n_train: int) -> torch.Tensor:
+    """Each code's training log-odds (smoothed: a code no training note has still gets a finite bias)."""
+    p = (np.asarray(train_counts, dtype=np.float64) + 0.5) / (n_train + 1.0)
+    return torch.tensor(np.log(p / (1 - p)), dtype=torch.float32)
+
+
+class IcdModel(nn.Module):
+    """An encoder and an ICD head. `forward` takes a packed batch of note chunks (see `finetune.icd.batches`)."""
+
+    def __init__(self, encoder: nn.Module, meta: IcdMeta):
+        super().__init__()
+        if meta.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {meta.head!r}")
+        if meta.head == "pooled" and meta.max_chunks != 1:
+            raise ValueError("the pooled head reads one chunk per note (transformers' classifier): set max_chunks: 1")
+        self.meta = meta
+        self.encoder = encoder  # ModernBertModel (laat) or ModernBertForSequenceClassification (pooled)
+        if meta.head == "laat":
+            self.head = LabelAttention(encoder.config.hidden_size, len(meta.codes), meta.attention_dim)
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    # ------------------------------------------------------------------------------------------------ building
+
+    @classmethod
+    def from_encoder(cls, folder: str | Path, meta: IcdMeta, n_train: int, tokenizer=None,
+                     title_init: bool = True) -> IcdModel:
+        """A fresh head on the encoder of any transformers ModernBERT folder (MLM, base or classifier weights)."""
+        from transformers import ModernBertConfig
+
+        from modeling import ModernBertForSequenceClassification, ModernBertModel
+
+        config = ModernBertConfig.from_pretrained(folder)
+        if meta.max_length > config.max_position_embeddings:
+            raise ValueError(f"max_length {meta.max_length} exceeds {folder}'s context "
+                             f"({config.max_position_embeddings} tokens)")
+        if meta.head == "pooled":
+            config.num_labels = len(meta.codes)
+            config.id2label = dict(enumerate(meta.codes))
+            config.label2id = {c: i for i, c in enumerate(meta.codes)}
+            config.problem_type = "multi_label_classification"
+            encoder = ModernBertForSequenceClassification.from_pretrained(folder, config=config)
+        else:
+            encoder = ModernBertModel.from_pretrained(folder, config=config)
+        model = cls(encoder, meta)
+        bias = prior_log_odds(meta.train_counts, n_train)
+        with torch.no_grad():
+            if meta.head == "pooled":
+                encoder.classifier.bias.copy_(bias)
+            else:
+                model.head.bias.copy_(bias)
+                if title_init and tokenizer is not None:
+                    model.head.queries.copy_(model.head.keys(model.title_states(tokenizer)))
+        return model
+
+    @torch.no_grad()
+    def title_states(self, tokenizer, batch_size: int = 256) -> torch.Tensor:
+        """Mean final state of each code's title (code itself when it has none): [L, H]."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = []
+        texts = [title or code for title, code in zip(self.meta.titles, self.meta.codes, strict=True)]
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=64, padding=True,
+                            return_tensors="pt")
+            mask = enc["attention_mask"].to(device)
+            h = self.encoder(input_ids=enc["input_ids"].to(device), attention_mask=mask).last_hidden_state
+            out.append((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+        self.train(was_training)
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------------------------------------- running
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                note_chunks: torch.Tensor) -> torch.Tensor:
+        """Packed chunks (1-D `input_ids`, `cu_seqlens` over chunks) and `note_chunks` (cumulative chunk count per
+        note, [n_notes + 1]) -> logits [n_notes, n_codes], fp32."""
+        if self.meta.head == "pooled":
+            return self.encoder(input_ids=input_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen).logits.float()
+        return self.classify(*self.note_states(input_ids, cu_seqlens, max_seqlen, note_chunks))
+
+    def note_states(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                    note_chunks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's final states of every token [total, H] and each note's token range (int32 [n_notes + 1])."""
+        h, _, _ = self.encoder.encode(input_ids=input_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        # A note's chunks are contiguous in the packed stream, so its tokens run from the start of its first chunk
+        # to the end of its last.
+        return h, cu_seqlens.to(h.device).long()[note_chunks.to(h.device)].to(torch.int32)
+
+    def classify(self, h: torch.Tensor, note_cu: torch.Tensor) -> torch.Tensor:
+        """The label attention over each note's token states (re-padded per note, not per chunk)."""
+        from modeling.model import Unpadded
+
+        lengths = note_cu[1:] - note_cu[:-1]
+        n_notes, longest = lengths.numel(), int(lengths.max())
+        mask = torch.arange(longest, device=h.device)[None, :] < lengths[:, None]
+        notes = Unpadded(note_cu, longest, torch.nonzero(mask.flatten()).flatten(), (n_notes, longest))
+        return self.head(notes.pad(h), mask)
+
+    # -------------------------------------------------------------------------------------------- saving, loading
+
+    def save(self, folder: str | Path, tokenizer) -> Path:
+        from pretrain.tokenizer import save_tokenizer
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(folder)
+        save_tokenizer(tokenizer, folder)
+        if self.meta.head == "laat":
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD_FILE)
+        (folder / ICD_JSON).write_text(json.dumps(self.meta.to_json(), indent=1) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> tuple[IcdModel, object]:
+        """(model in eval mode, tokenizer) from a folder `save` wrote."""
+        from transformers import AutoTokenizer
+
+        from modeling import ModernBertForSequenceClassification, ModernBertModel
+
+        folder = Path(folder)
+        if not (folder / ICD_JSON).is_file():
+            raise FileNotFoundError(f"{folder}: no {ICD_JSON}; not an ICD model folder (see finetune/icd/model.py)")
+        meta = IcdMeta.from_json(json.loads((folder / ICD_JSON).read_text()), str(folder / ICD_JSON))
+        encoder_cls = ModernBertForSequenceClassification if meta.head == "pooled" else ModernBertModel
+        model = cls(encoder_cls.from_pretrained(folder), meta)
+        if meta.head == "laat":
+            model.head.load_state_dict(load_file(folder / HEAD_FILE))
+        return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

@@ -1,0 +1,141 @@
+"""ICD heads: the label attention over unpadded chunks, its numerics, and the model folder format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import CLS, SEP, tiny_config
+
+from finetune.icd.batches import collate, note_chunks, token_budget_batches
+from finetune.icd.model import IcdMeta, IcdModel
+from modeling import ModernBertForMaskedLM
+
+CODES = ["I50.9", "N18.3", "E11.9", "0DTJ4ZZ"]
+
+
+class ToyTokenizer:
+    """Just enough of a tokenizer for title initialisation: one id per character."""
+
+    def __call__(self, texts, truncation=True, max_length=64, padding=True, return_tensors="pt"):
+        ids = [[CLS] + [3 + ord(ch) % 90 for ch in t[: max_length - 2]] + [SEP] for t in texts]
+        width = max(map(len, ids))
+        return {"input_ids": torch.tensor([x + [0] * (width - len(x)) for x in ids]),
+                "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])}
+
+
+def meta(head="laat", max_length=16, max_chunks=4) -> IcdMeta:
+    return IcdMeta(head=head, codes=CODES, titles=["heart failure", "ckd stage 3", "diabetes", "appendectomy"],
+                   kinds=["diagnosis"] * 3 + ["procedure"], train_counts=[30, 12, 5, 0], icd_version=10,
+                   max_length=max_length, max_chunks=max_chunks, attention_dim=8)
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("encoder")
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(tiny_config(max_position_embeddings=64, local_attention=8)).save_pretrained(folder)
+    return folder
+
+
+def notes(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, 100, n).astype(np.int32) for n in lengths]
+
+
+def run(model, batch):
+    return model(batch["input_ids"], batch["cu_seqlens"], batch["max_seqlen"], batch["note_chunks"])
+
+
+def test_chunks_and_batches():
+    chunks = note_chunks(np.arange(3, 33, dtype=np.int32), max_length=16, cls_id=CLS, sep_id=SEP)
+    assert [len(c) for c in chunks] == [16, 16, 4]
+    assert all(c[0] == CLS and c[-1] == SEP for c in chunks)
+    assert np.array_equal(np.concatenate([c[1:-1] for c in chunks]), np.arange(3, 33))
+    assert [len(c) for c in note_chunks(np.zeros(0, np.int32), 16, CLS, SEP)] == [2]
+    b = collate(notes([5, 40, 14]), 16, CLS, SEP, labels=np.eye(3, 4, dtype=bool))
+    assert b["note_chunks"].tolist() == [0, 1, 4, 5] and b["cu_seqlens"][-1] == len(b["input_ids"])
+    assert b["labels"].dtype == torch.float32
+    lengths = np.array([100, 5, 5, 300, 20, 7])
+    for rng in (None, np.random.default_rng(0)):
+        groups = token_budget_batches(lengths, 128, max_notes=3, rng=rng)
+        assert sorted(np.concatenate(groups).tolist()) == list(range(6))  # every note once
+        assert all(len(g) <= 3 and (len(g) == 1 or lengths[g].sum() + 2 * len(g) <= 128) for g in groups)
+
+
+def test_label_attention_is_batch_and_padding_invariant(encoder_dir):
+    """A note's logits do not depend on which notes share its batch (no attention across notes or chunks' padding)."""
+    model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50).eval()
+    batch_notes = notes([5, 40, 14, 1, 63])
+    with torch.no_grad():
+        together = run(model, collate(batch_notes, 16, CLS, SEP))
+        for i, n in enumerate(batch_notes):
+            alone = run(model, collate([n], 16, CLS, SEP))
+            torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-5)
+    assert together.shape == (5, len(CODES)) and together.dtype == torch.float32
+
+
+def test_attention_is_exactly_zero_on_padding_and_stable_at_extreme_scales(encoder_dir):
+    model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50).eval()
+    h = torch.randn(2, 7, model.config.hidden_size)
+    mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    attn = model.head.attention(h, mask)
+    assert torch.all(attn[1, :, 3:] == 0)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, len(CODES)))
+    with torch.no_grad():  # the LAAT/PLM-ICD failure: huge states or queries overflow the softmax
+        model.head.queries.mul_(1e4)
+        huge = model.head(h * 1e4, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low_precision = model.head(h * 1e4, mask)
+    assert torch.isfinite(model.head.attention(h * 1e4, mask)).all()
+    assert huge.dtype == low_precision.dtype == torch.float32
+    assert torch.isfinite(huge).all() and torch.isfinite(low_precision).all()
+
+
+def test_fresh_head_starts_from_priors_and_titles(encoder_dir):
+    model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50, tokenizer=ToyTokenizer())
+    p = torch.sigmoid(model.head.bias)
+    assert p[0] > p[1] > p[2] > p[3] > 0  # training frequencies 30, 12, 5, 0 of 50 notes
+    with torch.no_grad():
+        expected = model.head.keys(model.title_states(ToyTokenizer()))
+    torch.testing.assert_close(model.head.queries.data, expected)
+    random_init = IcdModel.from_encoder(encoder_dir, meta(), n_train=50, tokenizer=ToyTokenizer(), title_init=False)
+    assert not torch.allclose(random_init.head.queries, expected)
+
+
+def test_laat_folder_round_trip_and_stock_encoder(encoder_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("pretrain.tokenizer.save_tokenizer", lambda tok, folder: None)
+    model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50).eval()
+    model.meta.threshold = 0.37
+    model.save(tmp_path / "m", tokenizer=None)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    loaded, _ = IcdModel.load(tmp_path / "m")
+    assert loaded.meta.threshold == 0.37 and loaded.meta.codes == CODES and loaded.meta.titles[0] == "heart failure"
+    b = collate(notes([30, 3]), 16, CLS, SEP)
+    with torch.no_grad():
+        torch.testing.assert_close(run(loaded, b), run(model, b))
+    # The encoder part is a stock transformers ModernBERT: AutoModel loads it with no remote code.
+    stock = transformers.AutoModel.from_pretrained(tmp_path / "m").eval()
+    ids = torch.from_numpy(note_chunks(notes([10])[0], 16, CLS, SEP)[0])[None]
+    with torch.no_grad():
+        ours = model.encoder(input_ids=ids).last_hidden_state
+        torch.testing.assert_close(stock(input_ids=ids).last_hidden_state, ours, atol=1e-4, rtol=1e-4)
+
+
+def test_pooled_model_is_a_stock_sequence_classifier(encoder_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("pretrain.tokenizer.save_tokenizer", lambda tok, folder: None)
+    model = IcdModel.from_encoder(encoder_dir, meta("pooled", max_chunks=1), n_train=50).eval()
+    model.save(tmp_path / "p", tokenizer=None)
+    stock = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "p").eval()
+    assert stock.config.problem_type == "multi_label_classification"
+    assert [stock.config.id2label[i] for i in range(len(CODES))] == CODES
+    n = notes([12])
+    ids = torch.from_numpy(note_chunks(n[0], 16, CLS, SEP)[0])[None]
+    with torch.no_grad():
+        torch.testing.assert_close(stock(input_ids=ids).logits, run(model, collate(n, 16, CLS, SEP)),
+                                   atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="one chunk"):
+        IcdModel.from_encoder(encoder_dir, meta("pooled", max_chunks=2), n_train=50)
+    with pytest.raises(ValueError, match="context"):
+        IcdModel.from_encoder(encoder_dir, meta(max_length=128), n_train=50)
