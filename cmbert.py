@@ -120,6 +120,47 @@ def _export(args: argparse.Namespace) -> None:
     print(f"exported to {out} (AutoModelForMaskedLM.from_pretrained loads it, no remote code)")
 
 
+def _icd_prepare(args: argparse.Namespace) -> None:
+    from finetune.icd.data import prepare_icd_dataset
+
+    report = prepare_icd_dataset(args.mimic, args.out, version=args.version, min_count=args.min_count,
+                                 top_k=args.top_k, preprocess=args.preprocess, max_words=args.max_words,
+                                 seed=args.seed, overwrite=args.overwrite)
+    for split in ("train", "val", "test"):
+        s = report["splits"][split]
+        print(f"{split}: {s['notes']:,} notes of {s['patients']:,} patients")
+    print(f"{report['labels']:,} ICD-{args.version} codes; dataset in {args.out} (report.json; "
+          f"exclude_subjects.txt for `cmbert corpus build --exclude-subjects`)")
+
+
+def _icd_train(args: argparse.Namespace) -> None:
+    from finetune.icd.config import load_icd_config
+    from finetune.icd.report import format_table
+    from finetune.icd.train import main as icd_main
+
+    report = icd_main(load_icd_config(args.config, args.overrides))
+    print(format_table(report))
+
+
+def _icd_evaluate(args: argparse.Namespace) -> None:
+    from finetune.icd.report import format_table
+    from finetune.icd.train import evaluate
+
+    print(format_table(evaluate(args.models, args.data, args.out, split=args.split)))
+
+
+def _predict_icd(args: argparse.Namespace) -> None:
+    from finetune.icd.predict import predict, write_predictions
+    from pretrain.readers import SkipCounter
+
+    counter = SkipCounter()
+    n = write_predictions(predict(args.model, args.notes, args.top_k, args.device, args.batch_size,
+                                  counter=counter), args.out)
+    skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(counter.skipped.items()))
+    print(f"{n:,} notes" + (f" ({skipped} skipped)" if skipped else "") + (f" -> {args.out}" if args.out else ""),
+          file=sys.stderr)
+
+
 def _subcommands(commands, name: str, help: str):
     parser = commands.add_parser(name, help=help, description=help)
     return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="VERB")
@@ -223,6 +264,51 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tag", help="a checkpoint name in --checkpoint, e.g. step-00001000")
     export.add_argument("--out", required=True, help="the transformers folder to write")
     export.set_defaults(func=_export)
+
+    finetune = _subcommands(commands, "finetune", "fine-tune the encoder on clinical tasks")
+    icd = finetune.add_parser("icd", help="ICD coding from discharge summaries (Edin et al.'s MIMIC-IV protocol)",
+                              description="ICD coding from discharge summaries (Edin et al.'s MIMIC-IV protocol)")
+    icd_verbs = icd.add_subparsers(dest="icd_command", required=True, metavar="VERB")
+    prepare = _add(icd_verbs, "prepare", "build the ICD-9 or ICD-10 dataset: codes of >= 10 notes, diagnoses and "
+                   "procedures as one label set, a patient-level iterative stratified 75/10/15 split",
+                   "cmbert finetune icd prepare --mimic ~/mimic-iv --version 10 --out runs/icd10-data", _icd_prepare)
+    prepare.add_argument("--mimic", required=True, help="MIMIC-IV root with hosp/ and note/discharge.csv.gz")
+    prepare.add_argument("--version", type=int, choices=(9, 10), required=True, help="ICD version of the dataset")
+    prepare.add_argument("--out", required=True, help="the dataset folder")
+    prepare.add_argument("--min-count", type=int, default=10, help="drop codes of fewer notes (default: 10, Edin)")
+    prepare.add_argument("--top-k", type=int, default=None, help="keep only the K most frequent codes (e.g. 50)")
+    prepare.add_argument("--preprocess", choices=("none", "edin"), default="none",
+                         help="edin: lowercase, alphanumerics only, no standalone numbers (Edin et al.'s rules)")
+    prepare.add_argument("--max-words", type=int, default=None, help="keep the first N words (Edin: 4000)")
+    prepare.add_argument("--seed", type=int, default=10, help="split seed (default: 10, Edin's)")
+    prepare.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    icd_train = _add(icd_verbs, "train", "fine-tune encoders (and baselines) on a prepared dataset; writes models, "
+                     "report.json, report.md and plots", "cmbert finetune icd train --config "
+                     "configs/finetune/icd/demo.yaml data=runs/icd-data model.init_from=[runs/demo/model]",
+                     _icd_train)
+    icd_train.add_argument("--config", required=True, help="a YAML preset in configs/finetune/icd/")
+    icd_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. seeds=[0,1,2]")
+    icd_eval = _add(icd_verbs, "evaluate", "score trained ICD model folders on a split of a prepared dataset, side "
+                    "by side with a paired bootstrap against the first", "cmbert finetune icd evaluate --models "
+                    "runs/icd/runs/*/model --data runs/icd-data --out runs/icd-eval", _icd_evaluate)
+    icd_eval.add_argument("--models", nargs="+", required=True, help="model folders from `finetune icd train`")
+    icd_eval.add_argument("--data", required=True, help="a prepared dataset folder")
+    icd_eval.add_argument("--split", default="test", choices=("val", "test"))
+    icd_eval.add_argument("--out", required=True, help="report folder")
+
+    predict = _subcommands(commands, "predict", "run a fine-tuned model on new notes")
+    predict_icd = _add(predict, "icd", "ICD codes with titles and scores for notes: those above the model's "
+                       "threshold, or the K best with --top-k", "cmbert predict icd --model "
+                       "runs/demo/icd/runs/model-8k-seed0/model --notes notes.csv --top-k 10 --out codes.csv",
+                       _predict_icd)
+    predict_icd.add_argument("--model", required=True, help="a model folder from `cmbert finetune icd train`")
+    predict_icd.add_argument("--notes", required=True,
+                             help="a notes CSV (note_id, text columns), a JSONL of {id, text}, one .txt note, or -")
+    predict_icd.add_argument("--top-k", type=int, default=None,
+                             help="the K best codes per note (default: every code above the model's threshold)")
+    predict_icd.add_argument("--out", default=None, help="FILE.csv, FILE.json or FILE.jsonl (default: CSV to stdout)")
+    predict_icd.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict_icd.add_argument("--batch-size", type=int, default=16, help="notes per forward pass (default: 16)")
     return parser
 
 

@@ -31,6 +31,19 @@ DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 
 
 @dataclass
+class DemoIcdConfig:
+    """The demo's ICD coding step: `cmbert finetune icd prepare` on the synthetic tree (its validation and test
+    patients are kept out of the pretraining corpus), then `finetune icd train` on the demo's own encoder."""
+
+    enabled: bool = True
+    version: int = 10
+    min_count: int = 10
+    config: str = "finetune/icd/demo.yaml"  # relative to configs/
+    overrides: list[str] = field(default_factory=list)  # dotted keys of that config
+    predict_notes: int = 3  # held-out notes to code with `predict` at the end
+
+
+@dataclass
 class DemoConfig:
     seed: int = 0
     patients: int = 300
@@ -42,6 +55,7 @@ class DemoConfig:
     mix: dict[str, float] = field(default_factory=dict)
     prompts: list[str] = field(default_factory=list)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    icd: DemoIcdConfig = field(default_factory=lambda: DemoIcdConfig())
 
 
 def _pretrain(config: Path, processes: int) -> None:
@@ -54,6 +68,41 @@ def _pretrain(config: Path, processes: int) -> None:
     proc = subprocess.run(command, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"pretraining failed (exit {proc.returncode}): {' '.join(command)}")
+
+
+def _icd_step(icd: DemoIcdConfig, out: Path, data: Path, stage, done) -> dict:
+    """Fine-tune the demo encoder for ICD coding next to its baselines, print the table, code a few test notes."""
+    import gzip
+    import itertools
+
+    from finetune.icd.config import load_icd_config
+    from finetune.icd.predict import predict
+    from finetune.icd.report import format_table
+    from finetune.icd.train import main as icd_main
+
+    cfg = load_icd_config(CONFIG_DIR / icd.config, [f"data={data}", f"model.init_from=[{out / 'model'}]",
+                                                    f"out={out / 'icd'}", *icd.overrides])
+    shutil.rmtree(out / "icd", ignore_errors=True)
+    os.environ.setdefault("WANDB_SILENT", "true")  # the offline run is in <out>/icd/runs/*/wandb; no banner
+    stage("icd", f"ICD coding: label attention over whole notes ({cfg.model.max_chunks} x {cfg.model.max_length}-token "
+                 f"chunks) vs the same encoder on the first {cfg.eval.truncated_length} tokens vs TF-IDF + LR")
+    report = icd_main(cfg)
+    print("      " + format_table(report).replace("\n", "\n      "))
+    best_model = Path(max(report["runs"], key=lambda r: r["test"]["f1_micro"] if r.get("seed") is not None
+                          else -1)["dir"]) / "model"
+    with gzip.open(data / "test.jsonl.gz", "rt") as f:
+        notes = [json.loads(line) for line in itertools.islice(f, icd.predict_notes)]
+    predicted = list(predict(best_model, [(n["note_id"], n["text"]) for n in notes], top_k=5))
+    (out / "icd" / "predictions.json").write_text(json.dumps(predicted, indent=1) + "\n")
+    print(f"      cmbert predict icd --model {best_model} (top 5 codes of {len(notes)} held-out notes; gold in brackets):")
+    for note, p in zip(notes, predicted, strict=True):
+        gold = set(note["codes"])
+        print(f"        note {p['id']}: " + ", ".join(
+            (f"[{c['code']}]" if c["code"] in gold else c["code"]) + f" {c['score']:.2f}" for c in p["codes"]))
+    done()
+    return {"systems": {name: {k: s["test"][k]["mean"] for k in ("f1_micro", "f1_macro", "map", "precision_at_8")}
+                        for name, s in report["systems"].items()},
+            "report": str(out / "icd" / "report.json"), "model": str(best_model)}
 
 
 def _cuda() -> bool:
@@ -88,21 +137,36 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     seconds: dict[str, float] = {}
     current = {"name": "", "since": start}
 
+    total_stages = 8 if cfg.icd.enabled else 6
+    number = iter(range(1, total_stages + 1))
+
     def stage(name: str, title: str) -> None:
-        print(title, flush=True)
+        print(f"[{next(number)}/{total_stages}] {title}", flush=True)
         current.update(name=name, since=time.perf_counter())
 
     def done() -> None:
         seconds[current["name"]] = round(time.perf_counter() - current["since"], 1)
         print(f"      ({seconds[current['name']]:.1f} s)", flush=True)
 
-    stage("synth", f"[1/6] synthetic MIMIC-IV tree: {cfg.patients} patients (seed {cfg.seed}) -> {out / 'mimic'}")
+    stage("synth", f"synthetic MIMIC-IV tree: {cfg.patients} patients (seed {cfg.seed}) -> {out / 'mimic'}")
     synth = synthesize_mimic(out / "mimic", patients=cfg.patients, seed=cfg.seed)
     print(f"      {synth['admissions']:,} admissions, {synth['discharge_notes']:,} discharge notes, "
           f"{synth['radiology_reports']:,} radiology reports")
     done()
 
-    stage("corpus", f"[2/6] corpus: the notes, {'the real PubMed sample, ' if cfg.pubmed else ''}"
+    icd_data = out / "icd-data"
+    if cfg.icd.enabled:
+        from finetune.icd.data import prepare_icd_dataset
+
+        stage("icd_data", f"ICD-{cfg.icd.version} coding dataset (Edin et al.'s rules, patient-level stratified "
+                          "split); its validation and test patients stay out of the pretraining corpus")
+        icd_report = prepare_icd_dataset(out / "mimic", icd_data, version=cfg.icd.version,
+                                         min_count=cfg.icd.min_count, overwrite=True, verbose=False)
+        print(f"      {icd_report['labels']} codes; " + ", ".join(
+            f"{split} {v['notes']} notes / {v['patients']} patients" for split, v in icd_report["splits"].items()))
+        done()
+
+    stage("corpus", f"corpus: the notes, {'the real PubMed sample, ' if cfg.pubmed else ''}"
                     f"ontologies {', '.join(cfg.ontologies)}")
     pubmed = []
     if cfg.pubmed:
@@ -111,18 +175,19 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         except FetchError as error:  # offline and never fetched: the demo still runs on the other sources
             print(f"      PubMed sample unavailable ({error}); going on without it")
     corpus = build_corpus(out / "corpus", mimic=out / "mimic", pubmed=pubmed, ontology=cfg.ontologies,
+                          exclude_subjects=icd_data / "exclude_subjects.txt" if cfg.icd.enabled else None,
                           overwrite=True, num_proc=DEFAULT_NUM_PROC, progress=False)
     for source, r in corpus["sources"].items():
         print(f"      {source:16s} read {r['read']:6,}  kept {r['kept']:6,}  skipped {sum(r['skipped'].values()):6,}")
     done()
 
-    stage("tokenizer", f"[3/6] tokenizer: byte-level BPE, {cfg.vocab_size:,} tokens")
+    stage("tokenizer", f"tokenizer: byte-level BPE, {cfg.vocab_size:,} tokens")
     tok_report = train_tokenizer_from_store(out / "corpus", out / "tokenizer", vocab_size=cfg.vocab_size,
                                             model_max_length=cfg.max_seq_len, progress=False)
     print("      " + format_tokenizer_report(tok_report).replace("\n", "\n      "))
     done()
 
-    stage("pack", f"[4/6] packing best-fit into rows of {cfg.max_seq_len} tokens")
+    stage("pack", f"packing best-fit into rows of {cfg.max_seq_len} tokens")
     shutil.rmtree(out / "shards", ignore_errors=True)
     manifest = pack_corpus(out / "corpus", out / "tokenizer", out / "shards", max_seq_len=cfg.max_seq_len,
                            seed=cfg.seed, num_proc=DEFAULT_NUM_PROC, progress=False)
@@ -132,7 +197,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     p.data.weights = {s: w for s, w in cfg.mix.items() if manifest["sources"].get(s, {}).get("tokens")} or None
     done()
 
-    stage("pretrain", f"[5/6] MLM pretraining with DeepSpeed, {cfg.processes} processes: "
+    stage("pretrain", f"MLM pretraining with DeepSpeed, {cfg.processes} processes: "
                       f"{p.schedule.max_steps} steps of a {p.model.num_hidden_layers}-layer, width-"
                       f"{p.model.hidden_size} ModernBERT")
     for stale in ("ckpt", "model", "metrics.jsonl", "loss.png"):  # a demo is always a fresh run
@@ -145,7 +210,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     evals = [r for r in records if "eval_loss" in r]
     done()
 
-    stage("fill_mask", "[6/6] the export in plain transformers: fill-mask")
+    stage("fill_mask", "the export in plain transformers: fill-mask")
     transformers.utils.logging.disable_progress_bar()
     fill_mask = transformers.pipeline("fill-mask", model=str(out / "model"), device="cpu")
     print(f"      loaded {out / 'model'} as transformers.{type(fill_mask.model).__name__}")
@@ -155,6 +220,10 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         predictions[prompt] = [{"token": t["token_str"], "score": round(float(t["score"]), 4)} for t in top]
         print(f"      {prompt}\n        -> " + ", ".join(f"{t['token_str'].strip()!r} {t['score']:.2f}" for t in top))
     done()
+
+    icd_summary = None
+    if cfg.icd.enabled:
+        icd_summary = _icd_step(cfg.icd, out, icd_data, stage, done)
 
     summary = {
         "model": str(out / "model"),
@@ -169,6 +238,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         "heldout": {"loss_before": evals[0]["eval_loss"], "loss_after": evals[-1]["eval_loss"],
                     "accuracy_before": evals[0]["eval_accuracy"], "accuracy_after": evals[-1]["eval_accuracy"]},
         "predictions": predictions,
+        "icd": icd_summary,
         "seconds": {**seconds, "total": round(time.perf_counter() - start, 1)},
         "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
         "versions": {"torch": __import__("torch").__version__, "transformers": transformers.__version__},

@@ -19,7 +19,8 @@ PROMPT = "The patient was admitted with chest [MASK]."
 # The demo's path at a smaller budget (configs/demo.yaml holds the full one that `make demo` runs).
 SMALL = ["patients=60", "pretrain.schedule.max_steps=120", "pretrain.schedule.warmup_steps=20",
          "pretrain.schedule.decay_steps=40", "pretrain.schedule.batch_warmup_steps=20",
-         "pretrain.logging.eval_every_steps=60", "pretrain.checkpoint.every_steps=60"]
+         "pretrain.logging.eval_every_steps=60", "pretrain.checkpoint.every_steps=60", "icd.min_count=3",
+         "icd.overrides=[train.epochs=2,train.head_warmup_epochs=1,model.max_chunks=4,eval.bootstrap_resamples=50]"]
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +82,25 @@ def test_demo_goes_through_the_real_data_path(demo_run):
     assert set(corpus) == {"mimic_discharge", "mimic_radiology", "pubmed", "icd10cm", "icd9cm", "icd9pcs",
                            "icd10pcs"}, corpus
     assert corpus["pubmed"]["kept"] > 30_000  # the real PubMed sample, read through the XML reader
-    assert corpus["mimic_discharge"]["kept"] == summary["synthetic_mimic"]["discharge_notes"]
+    # Every discharge note is pretrained on except those of the ICD split's validation and test patients.
+    excluded = corpus["mimic_discharge"]["skipped"]["excluded_subject"]
+    assert excluded > 0 and corpus["mimic_discharge"]["kept"] + excluded == summary["synthetic_mimic"]["discharge_notes"]
     assert summary["packing_efficiency"] >= 0.98
     assert set(summary["tokenizer"]["sources"]) == set(corpus) == set(summary["tokens_per_source"])
     assert abs(sum(summary["training_mix"].values()) - 1) < 1e-9
     mix = summary["training_mix"]  # configs/demo.yaml's weights; unnamed sources keep their token share
     assert mix["mimic_discharge"] / mix["pubmed"] == pytest.approx(0.5 / 0.2)
+
+
+def test_demo_icd_step_compares_with_baselines_and_predicts(demo_run):
+    out, stdout, summary = demo_run
+    systems = summary["icd"]["systems"]
+    assert sorted(name.rsplit("-", 1)[-1] for name in systems) == ["256", "lr", "trunc512"], systems
+    assert all(0 <= s["f1_micro"] <= 1 and 0 <= s["map"] <= 1 for s in systems.values())
+    excluded = set((out / "icd-data" / "exclude_subjects.txt").read_text().split())
+    assert excluded and "tfidf-lr" in stdout and "predict icd" in stdout
+    predicted = json.loads((out / "icd" / "predictions.json").read_text())
+    assert len(predicted) == 3 and all(len(p["codes"]) == 5 for p in predicted)
 
 
 # --- the tokenizer ------------------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ def tokenize_notes(tokenizer, texts: Iterable[str], max_tokens: int, batch_size:
     batch: list[str] = []
 
     def flush():
-        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+        # verbose=False: notes are longer than the tokenizer's model_max_length by design (they are chunked next)
+        for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
             full.append(len(ids))
             kept = np.asarray(ids[:max_tokens], dtype=np.int32)
             pieces.append(kept)

@@ -53,9 +53,6 @@ class IcdTrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
     resume: bool = True
-    # DeepSpeed is optional: a ZeRO preset name from configs/deepspeed/ (zero0..zero3) or a JSON path; None trains
-    # with plain PyTorch. It shards optimizer state across GPUs under torchrun/deepspeed launchers.
-    deepspeed: str | None = None
 
 
 @dataclass
@@ -65,6 +62,7 @@ class IcdEvalConfig:
     #   `truncated_length` tokens only (what a 512-token encoder sees).
     baselines: list[str] = field(default_factory=lambda: ["tfidf", "truncated"])
     truncated_length: int = 512
+    tfidf_jobs: int = 1  # processes fitting the per-code logistic regressions (MIMIC-IV: as many as you have cores)
     rare_cutoff: int | None = None  # train count below which a code is "rare" (None: the median train count)
     bootstrap_resamples: int = 1000
     length_buckets: list[int] = field(default_factory=lambda: [512, 2048, 8192])  # test metrics by note tokens
@@ -119,6 +117,8 @@ def check_icd_config(cfg: IcdConfig) -> None:
         raise ConfigError("train.epochs, grad_accum, patience, max_notes_per_batch must be >= 1, max_steps >= 0")
     if t.head_warmup_epochs and (m.head != "laat" or t.head_warmup_epochs >= t.epochs):
         raise ConfigError("train.head_warmup_epochs: only for head: laat, and fewer than train.epochs")
+    if cfg.eval.tfidf_jobs < 1:
+        raise ConfigError("eval.tfidf_jobs must be >= 1")
     if t.tokens_per_batch < m.max_length:
         raise ConfigError(f"train.tokens_per_batch ({t.tokens_per_batch}) must hold one chunk of model.max_length "
                           f"({m.max_length})")

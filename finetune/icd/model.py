@@ -141,6 +141,7 @@ class IcdModel(nn.Module):
                      title_init: bool = True) -> IcdModel:
         """A fresh head on the encoder of any transformers ModernBERT folder (MLM, base or classifier weights)."""
         from transformers import ModernBertConfig
+        from transformers.utils import logging as hf_logging
 
         from modeling import ModernBertForSequenceClassification, ModernBertModel
 
@@ -153,9 +154,17 @@ class IcdModel(nn.Module):
             config.id2label = dict(enumerate(meta.codes))
             config.label2id = {c: i for i, c in enumerate(meta.codes)}
             config.problem_type = "multi_label_classification"
-            encoder = ModernBertForSequenceClassification.from_pretrained(folder, config=config)
-        else:
-            encoder = ModernBertModel.from_pretrained(folder, config=config)
+        # Our strict loader raises on any key that is wrong; transformers' load report would only list the MLM
+        # head's keys an encoder does not use, which reads like an error to users.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            if meta.head == "pooled":
+                encoder = ModernBertForSequenceClassification.from_pretrained(folder, config=config)
+            else:
+                encoder = ModernBertModel.from_pretrained(folder, config=config)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         model = cls(encoder, meta)
         bias = prior_log_odds(meta.train_counts, n_train)
         with torch.no_grad():

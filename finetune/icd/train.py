@@ -317,7 +317,8 @@ def run_tfidf(cfg: IcdConfig, dataset: Path, labels, data: dict[str, Split], out
     out.mkdir(parents=True, exist_ok=True)
     if (out / "result.json").is_file():
         return json.loads((out / "result.json").read_text())
-    scores = run_tfidf_baseline(dataset, TfidfConfig())
+    scores = run_tfidf_baseline(dataset, TfidfConfig(n_jobs=cfg.eval.tfidf_jobs))
+    scores["model"].save(out / "model.joblib")
     threshold = tune_threshold(data["val"].Y, scores["val"])
     result = {"system": "tfidf-lr", "dir": str(out), "variant": "tfidf", "seed": None, "threshold": threshold,
               "train_seconds": round(scores["seconds"], 1),

@@ -1,0 +1,145 @@
+"""ICD fine-tuning end to end on synthetic MIMIC-IV: prepare -> train (with baselines) -> threshold -> report ->
+predict -> evaluate, through the console script; plus exact resume after an interruption."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from finetune.icd.config import load_icd_config
+from pretrain.config import ConfigError
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "icd" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def icd(small_shards, tmp_path_factory):
+    """A prepared ICD-10 dataset of 200 synthetic patients and a tiny encoder folder with a real tokenizer."""
+    from transformers import AutoTokenizer, ModernBertConfig
+
+    from finetune.icd.data import prepare_icd_dataset
+    from modeling import ModernBertForMaskedLM, set_special_token_ids
+    from pretrain.synth import synthesize_mimic
+    from pretrain.tokenizer import padded_vocab_size, save_tokenizer
+
+    work = tmp_path_factory.mktemp("icd")
+    synthesize_mimic(work / "mimic", patients=200, seed=3)
+    prepare_icd_dataset(work / "mimic", work / "data", version=10, min_count=5, verbose=False)
+    tokenizer = AutoTokenizer.from_pretrained(small_shards / "tokenizer")
+    config = ModernBertConfig(vocab_size=padded_vocab_size(len(tokenizer)), hidden_size=32, intermediate_size=48,
+                              num_hidden_layers=2, num_attention_heads=2, local_attention=16,
+                              max_position_embeddings=128, global_attn_every_n_layers=2)
+    set_special_token_ids(config, tokenizer)
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(config).save_pretrained(work / "encoder")
+    save_tokenizer(tokenizer, work / "encoder")
+    return work
+
+
+def overrides(icd: Path, out: Path, *extra: str) -> list[str]:
+    return [f"data={icd / 'data'}", f"model.init_from=[{icd / 'encoder'}]", f"out={out}", "model.max_length=64",
+            "model.max_chunks=4", "model.attention_dim=16", "train.max_steps=6", "train.tokens_per_batch=2048",
+            "train.checkpoint_every_steps=2", "eval.truncated_length=64", "eval.bootstrap_resamples=50",
+            "logging.every_steps=1", "logging.wandb=disabled", *extra]
+
+
+def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
+    out = tmp_path / "run"
+    proc = cmbert("finetune", "icd", "train", "--config", str(DEMO), *overrides(icd, out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    systems = report["systems"]
+    assert set(systems) == {"encoder-64", "encoder-trunc64", "tfidf-lr"}, systems
+    for s in systems.values():
+        assert 0 <= s["test"]["f1_micro"]["mean"] <= 1 and 0 <= s["test"]["map"]["mean"] <= 1
+    assert "f1_micro" in proc.stdout and "tfidf-lr" in proc.stdout  # the table is printed
+    assert report["significance"]["encoder-64-seed0"]["against"] == "tfidf-lr"
+    assert sum(b["notes"] for b in report["by_length"]["buckets"].values()) == report["notes"]
+    assert (out / "pr_curve.png").stat().st_size > 0 and (out / "f1_vs_frequency.png").stat().st_size > 0
+    run = out / "runs" / "encoder-64-seed0"
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == 6 and 0 <= result["threshold"] <= 1 and result["train_tokens_per_s"] > 0
+    assert not (run / "ckpt").exists()  # finished: resume state removed, the model is in model/
+    meta = json.loads((run / "model" / "icd.json").read_text())
+    assert meta["threshold"] == result["threshold"] and meta["head"] == "laat"
+    dataset_codes = [c["code"] for c in json.loads((icd / "data" / "labels.json").read_text())["codes"]]
+    assert [x["code"] for x in meta["labels"]] == dataset_codes
+
+    # Inference on the held-out notes, as a user would: a MIMIC-style CSV in, CSV and JSON out.
+    with gzip.open(icd / "data" / "test.jsonl.gz", "rt") as f:
+        notes = [json.loads(line) for line in f][:5]
+    notes_csv = tmp_path / "notes.csv"
+    with open(notes_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["note_id", "subject_id", "text"])
+        writer.writerows([n["note_id"], n["subject_id"], n["text"]] for n in notes)
+    proc = cmbert("predict", "icd", "--model", str(run / "model"), "--notes", str(notes_csv), "--top-k", "3",
+                  "--out", str(tmp_path / "codes.csv"))
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "codes.csv")))
+    assert len(rows) == 15 and {r["id"] for r in rows} == {n["note_id"] for n in notes}
+    assert all(r["code"] in {x["code"] for x in meta["labels"]} and r["title"] for r in rows)
+    proc = cmbert("predict", "icd", "--model", str(run / "model"), "--notes", str(notes_csv),
+                  "--out", str(tmp_path / "codes.json"))
+    assert proc.returncode == 0, proc.stderr
+    predicted = json.loads((tmp_path / "codes.json").read_text())
+    assert [p["id"] for p in predicted] == [n["note_id"] for n in notes]
+    assert all(c["predicted"] and c["score"] > meta["threshold"] for p in predicted for c in p["codes"])
+
+    # The Python API gives the same scores.
+    from finetune.icd import predict
+
+    api = list(predict(run / "model", [(n["note_id"], n["text"]) for n in notes], top_k=3))
+    first = [r for r in rows if r["id"] == notes[0]["note_id"]]
+    assert [c["code"] for c in api[0]["codes"]] == [r["code"] for r in first]
+    assert np.allclose([c["score"] for c in api[0]["codes"]], [float(r["score"]) for r in first], atol=1e-5)
+
+    # evaluate: trained folders side by side on the test split, each at its stored threshold.
+    proc = cmbert("finetune", "icd", "evaluate", "--models", str(run / "model"),
+                  str(out / "runs" / "encoder-trunc64-seed0" / "model"), "--data", str(icd / "data"),
+                  "--out", str(tmp_path / "eval"))
+    assert proc.returncode == 0, proc.stderr
+    evaluated = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert evaluated["systems"]["encoder-64-seed0-model"]["test"]["f1_micro"]["mean"] == pytest.approx(
+        result["test"]["f1_micro"], abs=1e-6)
+
+
+def test_interrupted_run_resumes_to_the_same_model(icd, tmp_path, monkeypatch):
+    import finetune.icd.train as train
+
+    cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "straight", "eval.baselines=[]"))
+    train.main(cfg)
+    straight = np.load(tmp_path / "straight" / "runs" / "encoder-64-seed0" / "scores.npz")["test"]
+
+    save = train._save_state
+
+    def killed_after_first_checkpoint(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # what a kill looks like to the loop: nothing after the checkpoint happens
+
+    cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "resumed", "eval.baselines=[]"))
+    monkeypatch.setattr(train, "_save_state", killed_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(cfg)
+    run = tmp_path / "resumed" / "runs" / "encoder-64-seed0"
+    assert torch.load(run / "ckpt" / "state.pt", weights_only=False)["state"]["step"] == 2
+    monkeypatch.setattr(train, "_save_state", save)
+    train.main(cfg)
+    np.testing.assert_allclose(np.load(run / "scores.npz")["test"], straight, atol=1e-5)
+
+
+def test_config_errors_name_the_key(icd, tmp_path):
+    with pytest.raises(ConfigError, match="model.init_from"):
+        load_icd_config(DEMO, [f"data={icd / 'data'}", "model.init_from=[]"])
+    with pytest.raises(ConfigError, match="data"):
+        load_icd_config(DEMO, [f"data={tmp_path}", f"model.init_from=[{icd / 'encoder'}]"])
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_icd_config(DEMO, overrides(icd, tmp_path, "train.lr=fast"))
+    with pytest.raises(ConfigError, match="max_chunks"):
+        load_icd_config(DEMO, overrides(icd, tmp_path, "model.head=pooled"))
