@@ -7,6 +7,7 @@ from modeling.model import (
     ModernBertForSequenceClassification,
     ModernBertModel,
     ModernBertPreTrainedModel,
+    enable_checkpointing,
 )
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ModernBertModel",
     "ModernBertPreTrainedModel",
     "attention_backend",
+    "enable_checkpointing",
     "set_attention_backend",
     "set_special_token_ids",
 ]

@@ -239,6 +239,12 @@ class ModernBertPreTrainedModel(CheckpointMixin, PreTrainedModel):
             init_layer(module.classifier, cfg.hidden_size**-0.5)
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Recompute each encoder layer in backward: less activation memory (8k-token documents), ~1/3 more compute."""
+    # transformers 5 renamed gradient_checkpointing_enable (kept as a deprecated alias that warns)
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
+
 class ModernBertModel(ModernBertPreTrainedModel):
     def __init__(self, config: ModernBertConfig):
         super().__init__(config)

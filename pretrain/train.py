@@ -84,7 +84,7 @@ def build_model(cfg: PretrainConfig, tokenizer):
     the config's RoPE thetas and context applied (the 8k extension)."""
     from transformers import ModernBertConfig
 
-    from modeling import ModernBertForMaskedLM, set_special_token_ids
+    from modeling import ModernBertForMaskedLM, enable_checkpointing, set_special_token_ids
     from pretrain.tokenizer import padded_vocab_size
 
     m = cfg.model
@@ -111,9 +111,7 @@ def build_model(cfg: PretrainConfig, tokenizer):
         set_special_token_ids(config, tokenizer)  # ids come from the tokenizer, never ModernBertConfig's defaults
         model = ModernBertForMaskedLM(config)
     if m.activation_checkpointing:
-        # transformers >= 5.x renamed gradient_checkpointing_enable (kept as a deprecated alias)
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable()
+        enable_checkpointing(model)
     return model
 
 

@@ -10,7 +10,7 @@ from conftest import CLS, SEP, tiny_config
 
 from finetune.icd.batches import collate, note_chunks, token_budget_batches
 from finetune.icd.model import IcdMeta, IcdModel
-from modeling import ModernBertForMaskedLM
+from modeling import ModernBertForMaskedLM, enable_checkpointing
 
 CODES = ["I50.9", "N18.3", "E11.9", "0DTJ4ZZ"]
 
@@ -139,3 +139,62 @@ def test_pooled_model_is_a_stock_sequence_classifier(encoder_dir, tmp_path, monk
         IcdModel.from_encoder(encoder_dir, meta("pooled", max_chunks=2), n_train=50)
     with pytest.raises(ValueError, match="context"):
         IcdModel.from_encoder(encoder_dir, meta(max_length=128), n_train=50)
+
+
+def test_label_attention_learns_which_token_carries_each_code(tmp_path, one_thread):
+    """Code k is present iff token 10 + k occurs somewhere in a 200-token note read as 4 chunks: a fine-tuned
+    LAAT model must find the one token wherever it sits (ranking mAP on held-out notes)."""
+    import torch.nn.functional as F
+
+    from finetune.icd.metrics import compute_metrics
+
+    ModernBertForMaskedLM(tiny_config(max_position_embeddings=64, hidden_size=64, intermediate_size=96)
+                          ).save_pretrained(tmp_path)
+    n_codes = 6
+    m = IcdMeta(head="laat", codes=[str(k) for k in range(n_codes)], titles=[""] * n_codes,
+                kinds=["diagnosis"] * n_codes, train_counts=[30] * n_codes, icd_version=10, max_length=64,
+                max_chunks=4, attention_dim=32)
+    model = IcdModel.from_encoder(tmp_path, m, n_train=100)
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        notes, Y = [], rng.random((n, n_codes)) < 0.3
+        for row in Y:
+            x = rng.integers(30, 100, 200)
+            for k in np.flatnonzero(row):
+                x[rng.integers(0, 200)] = 10 + k
+            notes.append(x.astype(np.int32))
+        return notes, Y
+
+    train, Y_train = make(240)
+    test, Y_test = make(60)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        for s in range(0, len(train), 8):
+            b = collate(train[s:s + 8], 64, CLS, SEP, Y_train[s:s + 8])
+            loss = F.binary_cross_entropy_with_logits(run(model, b), b["labels"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        scores = torch.sigmoid(run(model.eval(), collate(test, 64, CLS, SEP))).numpy()
+    assert compute_metrics(Y_test, scores, 0.5)["map"] > 0.9
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(encoder_dir):
+    torch.manual_seed(0)
+    batch = collate(notes([40, 9]), 16, CLS, SEP, labels=np.eye(2, 4, dtype=bool))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # the same fresh head both times
+        model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50).train()
+        calls = []
+        # A pre-hook: torch's checkpoint stops recomputing once it has every saved tensor, before a layer's end.
+        model.encoder.layers[1].mlp.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        if checkpointing:
+            enable_checkpointing(model.encoder)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(run(model, batch), batch["labels"])
+        loss.backward()
+        grads.append(model.encoder.layers[0].attn.Wqkv.weight.grad.clone())
+        assert len(calls) == (2 if checkpointing else 1)  # recomputed in backward
+    torch.testing.assert_close(grads[0], grads[1])

@@ -143,3 +143,19 @@ def test_config_errors_name_the_key(icd, tmp_path):
         load_icd_config(DEMO, overrides(icd, tmp_path, "train.lr=fast"))
     with pytest.raises(ConfigError, match="max_chunks"):
         load_icd_config(DEMO, overrides(icd, tmp_path, "model.head=pooled"))
+
+
+def test_pooled_head_trains_into_a_stock_sequence_classifier(icd, tmp_path):
+    import transformers
+
+    import finetune.icd.train as train
+
+    cfg = load_icd_config(DEMO, overrides(icd, tmp_path, "eval.baselines=[]", "model.head=pooled",
+                                          "model.max_chunks=1"))
+    report = train.main(cfg)
+    assert list(report["systems"]) == ["encoder-64"]
+    folder = tmp_path / "runs" / "encoder-64-seed0" / "model"
+    stock = transformers.AutoModelForSequenceClassification.from_pretrained(folder)
+    labels = json.loads((icd / "data" / "labels.json").read_text())["codes"]
+    assert stock.config.problem_type == "multi_label_classification"
+    assert [stock.config.id2label[i] for i in range(len(labels))] == [c["code"] for c in labels]

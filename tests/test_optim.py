@@ -194,7 +194,8 @@ import deepspeed.comm.torch
 sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # skip the 30 s shm JIT build (cpu-lab.md)
 import deepspeed, modeling
 from pretrain.optim import build_optimizer
-from tests.conftest import tiny_config
+sys.path.insert(0, "tests")  # conftest by path: `tests` is not a package (a dependency ships a top-level `tests`)
+from conftest import tiny_config
 deepspeed.init_distributed(dist_backend="gloo")
 g = torch.Generator().manual_seed(0)
 batches = [torch.randint(3, 101, (4, 16), generator=g) for _ in range(5)]

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from finetune.icd.batches import StateCache, TokenizedNotes, cached_tokenization, collate, token_budget_batches
 from finetune.icd.config import IcdConfig, IcdEvalConfig, load_icd_config
 from finetune.icd.model import IcdMeta, IcdModel, count_parameters
+from modeling import enable_checkpointing
 
 SPLITS = ("train", "val", "test")
 
@@ -161,7 +162,7 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
     train = data["train"]
     model = IcdModel.from_encoder(init_from, meta, len(train.notes), tokenizer, cfg.model.title_init).to(device)
     if cfg.model.gradient_checkpointing:
-        model.encoder.gradient_checkpointing_enable()
+        enable_checkpointing(model.encoder)
     # Fresh parameters (the LAAT head, or transformers' classifier layer) train at head_lr, the encoder at lr.
     fresh = [n.startswith(("head.", "encoder.classifier.")) for n, _ in model.named_parameters()]
     head_params = [p for (_, p), f in zip(model.named_parameters(), fresh, strict=True) if f]
