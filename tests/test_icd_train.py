@@ -110,10 +110,12 @@ def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
         result["test"]["f1_micro"], abs=1e-6)
 
 
-def test_interrupted_run_resumes_to_the_same_model(icd, tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["torch", "deepspeed"])
+def test_interrupted_run_resumes_to_the_same_model(icd, tmp_path, monkeypatch, engine):
     import finetune.icd.train as train
 
-    cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "straight", "eval.baselines=[]"))
+    extra = ["eval.baselines=[]", *(["train.deepspeed=zero1"] if engine == "deepspeed" else [])]
+    cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "straight", *extra))
     train.main(cfg)
     straight = np.load(tmp_path / "straight" / "runs" / "encoder-64-seed0" / "scores.npz")["test"]
 
@@ -123,12 +125,15 @@ def test_interrupted_run_resumes_to_the_same_model(icd, tmp_path, monkeypatch):
         save(*args, **kwargs)
         raise KeyboardInterrupt  # what a kill looks like to the loop: nothing after the checkpoint happens
 
-    cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "resumed", "eval.baselines=[]"))
+    cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "resumed", *extra))
     monkeypatch.setattr(train, "_save_state", killed_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train.main(cfg)
     run = tmp_path / "resumed" / "runs" / "encoder-64-seed0"
-    assert torch.load(run / "ckpt" / "state.pt", weights_only=False)["state"]["step"] == 2
+    if engine == "torch":
+        assert torch.load(run / "ckpt" / "state.pt", weights_only=False)["state"]["step"] == 2
+    else:
+        assert (run / "ckpt" / "latest").read_text().strip() == "step2"
     monkeypatch.setattr(train, "_save_state", save)
     train.main(cfg)
     np.testing.assert_allclose(np.load(run / "scores.npz")["test"], straight, atol=1e-5)
@@ -159,3 +164,25 @@ def test_pooled_head_trains_into_a_stock_sequence_classifier(icd, tmp_path):
     labels = json.loads((icd / "data" / "labels.json").read_text())["codes"]
     assert stock.config.problem_type == "multi_label_classification"
     assert [stock.config.id2label[i] for i in range(len(labels))] == [c["code"] for c in labels]
+
+
+def test_two_process_deepspeed_run(icd, tmp_path):
+    """The same command under torchrun with DeepSpeed ZeRO-2 (gloo, CPU): ranks split the batches, rank 0 saves."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    out = tmp_path / "ds"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "finetune.icd.train", "--config", str(DEMO),
+                           *overrides(icd, out, "eval.baselines=[]", "train.deepspeed=zero2")],
+                          env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "runs" / "encoder-64-seed0" / "result.json").read_text())
+    assert result["steps"] == 6 and result["world_size"] == 2 and result["deepspeed"] == "zero2"
+    assert 0 <= result["test"]["f1_micro"] <= 1
+    assert (out / "report.json").is_file() and not (out / "runs" / "encoder-64-seed0" / "ckpt").exists()

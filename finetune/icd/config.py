@@ -53,6 +53,9 @@ class IcdTrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
     resume: bool = True
+    # Optional DeepSpeed engine (data parallel under torchrun / deepspeed launchers; ZeRO-1/2 shard the optimizer
+    # state): a preset of configs/deepspeed/ (zero0, zero1, zero2) or a JSON file. None: plain PyTorch.
+    deepspeed: str | None = None
 
 
 @dataclass
@@ -117,6 +120,13 @@ def check_icd_config(cfg: IcdConfig) -> None:
         raise ConfigError("train.epochs, grad_accum, patience, max_notes_per_batch must be >= 1, max_steps >= 0")
     if t.head_warmup_epochs and (m.head != "laat" or t.head_warmup_epochs >= t.epochs):
         raise ConfigError("train.head_warmup_epochs: only for head: laat, and fewer than train.epochs")
+    if t.deepspeed is not None:
+        from pretrain.config import zero_settings
+
+        stage = zero_settings(t.deepspeed).get("zero_optimization", {}).get("stage", 0)
+        if stage > 2:
+            raise ConfigError("train.deepspeed: ZeRO-3 partitions the weights the per-epoch evaluation reads on every "
+                              "rank; fine-tuning an encoder needs at most zero2")
     if cfg.eval.tfidf_jobs < 1:
         raise ConfigError("eval.tfidf_jobs must be >= 1")
     if t.tokens_per_batch < m.max_length:

@@ -125,8 +125,16 @@ def predict_scores(model: IcdModel, notes: TokenizedNotes, tokens_per_batch: int
     return out
 
 
-def _save_state(path: Path, model, optimizer, scheduler, state: dict) -> None:
+def _save_state(path: Path, model, optimizer, scheduler, state: dict, engine=None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if engine is not None:  # every rank writes its shard of the optimizer state; `latest` names the newest
+        tag = f"step{state['step']}"
+        engine.save_checkpoint(str(path.parent), tag=tag, client_state={"state": dict(state)})
+        if engine.global_rank == 0:  # save_checkpoint returns after every rank wrote: older tags can go
+            for old in path.parent.glob("step*"):
+                if old.name != tag:
+                    shutil.rmtree(old, ignore_errors=True)
+        return
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "state": state,
@@ -153,6 +161,11 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     device, dtype = device_and_dtype(t.precision)
+    rank, world = 0, 1
+    if t.deepspeed is not None:
+        from pretrain.train import init_distributed
+
+        rank, world, device = init_distributed()
     set_attention_backend(cfg.model.attention_backend)
     meta = IcdMeta(head=cfg.model.head, codes=labels.codes, titles=[labels.titles[c] for c in labels.codes],
                    kinds=[labels.kinds[c] for c in labels.codes],
@@ -171,7 +184,7 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
                                   weight_decay=t.weight_decay)
     lengths = np.diff(train.notes.offsets)
     batches_per_epoch = len(token_budget_batches(lengths, t.tokens_per_batch, t.max_notes_per_batch))
-    steps_per_epoch = max(1, batches_per_epoch // t.grad_accum)
+    steps_per_epoch = max(1, batches_per_epoch // world // t.grad_accum)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     # The head warms up and decays over all steps; the encoder waits out the head warm-up epochs at LR 0, then
     # warms up and decays over the rest.
@@ -185,9 +198,25 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         decay_steps=total_steps - frozen_steps - encoder_warmup, decay_shape="linear"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [encoder_lambda, head_lambda])
 
+    engine = None
+    if t.deepspeed is not None:
+        import deepspeed
+
+        from pretrain.config import zero_settings
+
+        ds_config = {**zero_settings(t.deepspeed), "train_micro_batch_size_per_gpu": 1,
+                     "gradient_accumulation_steps": t.grad_accum, "gradient_clipping": t.grad_clip,
+                     "bf16": {"enabled": dtype == torch.bfloat16}, "zero_allow_untested_optimizer": True,
+                     "steps_per_print": 10**9}
+        engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                               lr_scheduler=scheduler, config=ds_config)
+
     ckpt = run_dir / "ckpt" / "state.pt"
     state = {"epoch": 0, "batch": 0, "step": 0, "best_map": -1.0, "best_epoch": -1, "bad_epochs": 0, "done": False}
-    if t.resume and ckpt.is_file():
+    if t.resume and engine is not None and (ckpt.parent / "latest").is_file():
+        _, client = engine.load_checkpoint(str(ckpt.parent), tag=None)  # DeepSpeed's own (sharded) state
+        state = client["state"]
+    elif t.resume and ckpt.is_file():
         saved = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -197,7 +226,7 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         print(f"[icd] {run_dir.name}: resuming at epoch {state['epoch']} batch {state['batch']} "
               f"(step {state['step']})", file=sys.stderr)
     trainable, total = count_parameters(model)
-    logger = MetricsLogger(run_dir, cfg.to_dict(), enabled=True, wandb_mode=cfg.logging.wandb,
+    logger = MetricsLogger(run_dir, cfg.to_dict(), enabled=rank == 0, wandb_mode=cfg.logging.wandb,
                            project=cfg.logging.project, run_name=run_dir.name, resume_step=state["step"] + 1)
     cls_id, sep_id = model.config.cls_token_id, model.config.sep_token_id
     best_dir = run_dir / "best"
@@ -222,6 +251,9 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
             caches.clear()
         epoch_batches = token_budget_batches(lengths, t.tokens_per_batch, t.max_notes_per_batch,
                                              rng=np.random.default_rng([seed, state["epoch"]]))
+        if world > 1:  # every rank the same number of whole accumulation steps, so they step together
+            per_rank = len(epoch_batches) // world // t.grad_accum * t.grad_accum
+            epoch_batches = epoch_batches[rank::world][:per_rank]
         for b in range(state["batch"], len(epoch_batches)):
             idx = epoch_batches[b]
             started = time.perf_counter()
@@ -235,18 +267,23 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
                     logits = model(batch["input_ids"].to(device), batch["cu_seqlens"].to(device),
                                    batch["max_seqlen"], batch["note_chunks"].to(device))
             loss = F.binary_cross_entropy_with_logits(logits, labels_b)
-            (loss / t.grad_accum).backward()
+            if engine is not None:
+                engine.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps and all-reduces
+                engine.step()  # optimizer and LR schedule at the accumulation boundary only
+            else:
+                (loss / t.grad_accum).backward()
             if not frozen:  # fine-tuning throughput: full forward + backward steps only
                 tokens_seen += int(batch["input_ids"].numel())
                 train_seconds += time.perf_counter() - started
             state["batch"] = b + 1
             if (b + 1) % t.grad_accum and b + 1 < len(epoch_batches):
                 continue
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            if engine is None:
+                if t.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             if state["step"] % cfg.logging.every_steps == 0:
                 rate = tokens_seen / max(train_seconds, 1e-9)
@@ -254,7 +291,7 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
                            head_lr=scheduler.get_last_lr()[1], tokens_per_s=rate,
                            epoch=state["epoch"])
             if state["step"] % t.checkpoint_every_steps == 0:
-                _save_state(ckpt, model, optimizer, scheduler, state)
+                _save_state(ckpt, model, optimizer, scheduler, state, engine)
             if t.max_steps and state["step"] >= t.max_steps:
                 break
         # End of an epoch (or of max_steps): model selection on validation mAP, Edin's early-stopping metric.
@@ -265,19 +302,24 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         logger.log(state["step"], val_map=val_map, epoch=state["epoch"])
         if val_map > state["best_map"]:
             state.update(best_map=val_map, best_epoch=state["epoch"], bad_epochs=0)
-            model.save(best_dir, tokenizer)
+            if rank == 0:
+                model.save(best_dir, tokenizer)
         else:
             state["bad_epochs"] += 1
         state["epoch"] += 1
         state["batch"] = 0
         stop = state["bad_epochs"] >= t.patience or bool(t.max_steps and state["step"] >= t.max_steps)
         state["done"] = stop
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        _save_state(ckpt, model, optimizer, scheduler, state)
-        print(f"[icd] {run_dir.name}: epoch {state['epoch']} step {state['step']} val mAP {val_map:.4f} "
-              f"(best {state['best_map']:.4f} @ epoch {state['best_epoch'] + 1})", file=sys.stderr)
+        _save_state(ckpt, model, optimizer, scheduler, state, engine)
+        if rank == 0:
+            print(f"[icd] {run_dir.name}: epoch {state['epoch']} step {state['step']} val mAP {val_map:.4f} "
+                  f"(best {state['best_map']:.4f} @ epoch {state['best_epoch'] + 1})", file=sys.stderr)
     logger.close()
     seconds = time.perf_counter() - t0
+    if world > 1:
+        torch.distributed.barrier()  # rank 0 has saved best/
+    if rank != 0:
+        return None  # rank 0 scores, tunes and saves; the others are done
 
     best, _ = IcdModel.load(best_dir, device)
     val_scores = predict_scores(best, data["val"].notes, t.tokens_per_batch, t.max_notes_per_batch, device, dtype)
@@ -288,7 +330,8 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         "max_length": variant.max_length, "max_chunks": variant.max_chunks, "threshold": threshold,
         "best_epoch": state["best_epoch"] + 1, "steps": state["step"], "train_seconds": round(seconds, 1),
         "train_tokens_per_s": round(tokens_seen / train_seconds, 1) if tokens_seen else None,
-        "trainable_parameters": trainable, "parameters": total,
+        "trainable_parameters": trainable, "parameters": total, "world_size": world,
+        "deepspeed": t.deepspeed,
         "val": compute_metrics(data["val"].Y, val_scores, threshold),
         "test": compute_metrics(data["test"].Y, test_scores, threshold),
     }
@@ -360,6 +403,8 @@ def main(cfg: IcdConfig) -> dict:
             for seed in cfg.seeds:
                 run_dir = out / "runs" / f"{encoder_name(init_from)}-{variant.name}-seed{seed}"
                 results.append(train_run(cfg, init_from, seed, variant, labels, tokenizer, data_by_cut[key], run_dir))
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return {}  # data-parallel ranks other than 0 train only; rank 0 runs the baselines and writes the report
     any_data = next(iter(data_by_cut.values()))
     if "tfidf" in cfg.eval.baselines:
         results.append(run_tfidf(cfg, dataset, labels, any_data, out / "baselines" / "tfidf"))
