@@ -186,3 +186,15 @@ def test_two_process_deepspeed_run(icd, tmp_path):
     assert result["steps"] == 6 and result["world_size"] == 2 and result["deepspeed"] == "zero2"
     assert 0 <= result["test"]["f1_micro"] <= 1
     assert (out / "report.json").is_file() and not (out / "runs" / "encoder-64-seed0" / "ckpt").exists()
+
+
+def test_cli_errors_are_one_line(icd, tmp_path, cmbert):
+    cases = [
+        ("finetune", "icd", "prepare", "--mimic", str(tmp_path / "absent"), "--version", "10", "--out", str(tmp_path / "d")),
+        ("finetune", "icd", "train", "--config", str(DEMO), f"data={icd / 'data'}", "model.init_from=[]"),
+        ("predict", "icd", "--model", str(icd / "encoder"), "--notes", str(tmp_path / "notes.csv")),
+    ]
+    for args in cases:
+        proc = cmbert(*args)
+        assert proc.returncode == 2 and proc.stderr.startswith("cmbert: error:"), (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
