@@ -198,3 +198,12 @@ def test_cli_errors_are_one_line(icd, tmp_path, cmbert):
         proc = cmbert(*args)
         assert proc.returncode == 2 and proc.stderr.startswith("cmbert: error:"), (args, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr
+
+
+def test_prepare_command_writes_the_same_dataset(icd, tmp_path, cmbert):
+    proc = cmbert("finetune", "icd", "prepare", "--mimic", str(icd / "mimic"), "--version", "10", "--min-count", "5",
+                  "--out", str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train:" in proc.stdout and "exclude_subjects.txt" in proc.stdout
+    for name in ("train.jsonl.gz", "val.jsonl.gz", "test.jsonl.gz", "labels.json", "exclude_subjects.txt"):
+        assert (tmp_path / "data" / name).read_bytes() == (icd / "data" / name).read_bytes(), name

@@ -14,9 +14,13 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from finetune.icd.model import IcdModel
 
 
 @dataclass
@@ -117,11 +121,11 @@ def token_budget_batches(lengths: np.ndarray, tokens_per_batch: int, max_notes: 
     a batch holds notes of similar length (the label attention pads to the longest note of its batch); the batches'
     order is shuffled too. Without: in order (evaluation keeps the split's order)."""
     order = np.arange(len(lengths))
-    if rng is not None:
+    if rng is not None and len(order):
         order = rng.permutation(order)
-        window = max(1, 50 * max(1, tokens_per_batch // max(int(np.mean(lengths)) if len(lengths) else 1, 1)))
-        order = np.concatenate([w[np.argsort(lengths[w], kind="stable")] for w in np.array_split(
-            order, max(1, len(order) // window))]) if len(order) else order
+        notes_per_batch = max(1, tokens_per_batch // max(int(np.mean(lengths)), 1))
+        windows = np.array_split(order, max(1, len(order) // max(1, 50 * notes_per_batch)))
+        order = np.concatenate([w[np.argsort(lengths[w], kind="stable")] for w in windows])
     batches, current, used = [], [], 0
     for i in order:
         cost = int(lengths[i]) + 2
@@ -179,3 +183,24 @@ class StateCache:
         h = torch.cat([self.states[self.starts[i]:self.starts[i] + self.lengths[i]] for i in idx])
         note_cu = torch.nn.functional.pad(torch.from_numpy(np.cumsum(self.lengths[idx])), (1, 0)).to(torch.int32)
         return h, note_cu.to(h.device)
+
+
+@torch.no_grad()
+def predict_scores(model: IcdModel, notes: TokenizedNotes, tokens_per_batch: int, max_notes: int,
+                   device: torch.device, dtype: torch.dtype, cache: StateCache | None = None) -> np.ndarray:
+    """Sigmoid scores [n_notes, n_codes] (float32), in the notes' order; from cached encoder states if given."""
+    model.eval()
+    lengths = np.diff(notes.offsets)
+    cls_id, sep_id = model.config.cls_token_id, model.config.sep_token_id
+    out = np.zeros((len(notes), len(model.meta.codes)), dtype=np.float32)
+    for idx in token_budget_batches(lengths, tokens_per_batch, max_notes):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            if cache is not None:
+                h, note_cu = cache.batch(idx)
+                logits = model.classify(h.to(dtype), note_cu)
+            else:
+                batch = collate([notes.note(i) for i in idx], model.meta.max_length, cls_id, sep_id)
+                logits = model(batch["input_ids"].to(device), batch["cu_seqlens"].to(device), batch["max_seqlen"],
+                               batch["note_chunks"].to(device))
+        out[idx] = torch.sigmoid(logits.float()).cpu().numpy()
+    return out

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune.icd.batches import collate, token_budget_batches, tokenize_notes
+from finetune.icd.batches import predict_scores, tokenize_notes
 from finetune.icd.model import IcdModel
 
 
@@ -56,21 +56,13 @@ def predict(model_dir: str | Path, notes, top_k: int | None = None, device: str 
     else:
         stream = (n if isinstance(n, NoteInput) else NoteInput(*n) if isinstance(n, tuple) else NoteInput(str(i), n)
                   for i, n in enumerate(notes))
-    cls_id, sep_id = model.config.cls_token_id, model.config.sep_token_id
     cut = meta.max_chunks * (meta.max_length - 2)
     block: list = []
 
     def run(block):
         texts = [preprocess_text(n.text, meta.preprocess, meta.max_words) for n in block]
         tokens = tokenize_notes(tokenizer, texts, cut)
-        scores = np.zeros((len(block), len(meta.codes)), dtype=np.float32)
-        with torch.no_grad():
-            for idx in token_budget_batches(np.diff(tokens.offsets), tokens_per_batch, notes_per_batch):
-                batch = collate([tokens.note(i) for i in idx], meta.max_length, cls_id, sep_id)
-                with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
-                    logits = model(batch["input_ids"].to(dev), batch["cu_seqlens"].to(dev), batch["max_seqlen"],
-                                   batch["note_chunks"].to(dev))
-                scores[idx] = torch.sigmoid(logits.float()).cpu().numpy()
+        scores = predict_scores(model, tokens, tokens_per_batch, notes_per_batch, dev, dtype)
         for note, row in zip(block, scores, strict=True):
             order = np.argsort(-row, kind="stable")
             chosen = order[:top_k] if top_k else order[row[order] > meta.threshold]

@@ -34,7 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from finetune.icd.batches import StateCache, TokenizedNotes, cached_tokenization, collate, token_budget_batches
+from finetune.icd.batches import (
+    StateCache,
+    TokenizedNotes,
+    cached_tokenization,
+    collate,
+    predict_scores,
+    token_budget_batches,
+)
 from finetune.icd.config import IcdConfig, IcdEvalConfig, load_icd_config
 from finetune.icd.model import IcdMeta, IcdModel, count_parameters
 from modeling import enable_checkpointing
@@ -102,27 +109,6 @@ def load_split_data(dataset: Path, split: str, labels, tokenizer, max_tokens: in
             codes.append(example.codes)
     Y = np.stack([labels.encode(c) for c in codes]) if codes else np.zeros((0, len(labels.codes)), dtype=bool)
     return Split(notes, Y, note_ids)
-
-
-@torch.no_grad()
-def predict_scores(model: IcdModel, notes: TokenizedNotes, tokens_per_batch: int, max_notes: int,
-                   device: torch.device, dtype: torch.dtype, cache: StateCache | None = None) -> np.ndarray:
-    """Sigmoid scores [n_notes, n_codes] (float32), in the notes' order; from cached encoder states if given."""
-    model.eval()
-    lengths = np.diff(notes.offsets)
-    cls_id, sep_id = model.config.cls_token_id, model.config.sep_token_id
-    out = np.zeros((len(notes), len(model.meta.codes)), dtype=np.float32)
-    for idx in token_budget_batches(lengths, tokens_per_batch, max_notes):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            if cache is not None:
-                h, note_cu = cache.batch(idx)
-                logits = model.classify(h.to(dtype), note_cu)
-            else:
-                batch = collate([notes.note(i) for i in idx], model.meta.max_length, cls_id, sep_id)
-                logits = model(batch["input_ids"].to(device), batch["cu_seqlens"].to(device), batch["max_seqlen"],
-                               batch["note_chunks"].to(device))
-        out[idx] = torch.sigmoid(logits.float()).cpu().numpy()
-    return out
 
 
 def _save_state(path: Path, model, optimizer, scheduler, state: dict, engine=None) -> None:
