@@ -146,7 +146,7 @@ def _icd_evaluate(args: argparse.Namespace) -> None:
     from finetune.icd.report import format_table
     from finetune.icd.train import evaluate
 
-    print(format_table(evaluate(args.models, args.data, args.out, split=args.split)))
+    print(format_table(evaluate(args.models, args.data, args.out, split=args.split, precision=args.precision)))
 
 
 def _predict_icd(args: argparse.Namespace) -> None:
@@ -154,11 +154,15 @@ def _predict_icd(args: argparse.Namespace) -> None:
     from pretrain.readers import SkipCounter
 
     counter = SkipCounter()
-    n = write_predictions(predict(args.model, args.notes, args.top_k, args.device, args.batch_size,
-                                  counter=counter), args.out)
+    n = write_predictions(predict(args.model, args.notes, args.top_k, device=args.device, precision=args.precision,
+                                  notes_per_batch=args.batch_size, counter=counter), args.out)
     skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(counter.skipped.items()))
     print(f"{n:,} notes" + (f" ({skipped} skipped)" if skipped else "") + (f" -> {args.out}" if args.out else ""),
           file=sys.stderr)
+
+
+# finetune.icd.batches.device_and_dtype checks the value; importing it here would load torch for every command.
+PRECISION_HELP = "auto (bf16 autocast on GPUs and on CPUs with native bf16, else fp32), fp32 or bf16"
 
 
 def _subcommands(commands, name: str, help: str):
@@ -295,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     icd_eval.add_argument("--data", required=True, help="a prepared dataset folder")
     icd_eval.add_argument("--split", default="test", choices=("val", "test"))
     icd_eval.add_argument("--out", required=True, help="report folder")
+    icd_eval.add_argument("--precision", default="auto", help=PRECISION_HELP)
 
     predict = _subcommands(commands, "predict", "run a fine-tuned model on new notes")
     predict_icd = _add(predict, "icd", "ICD codes with titles and scores for notes: those above the model's "
@@ -308,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the K best codes per note (default: every code above the model's threshold)")
     predict_icd.add_argument("--out", default=None, help="FILE.csv, FILE.json or FILE.jsonl (default: CSV to stdout)")
     predict_icd.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict_icd.add_argument("--precision", default="auto", help=PRECISION_HELP)
     predict_icd.add_argument("--batch-size", type=int, default=16, help="notes per forward pass (default: 16)")
     return parser
 

@@ -8,7 +8,15 @@ import torch
 import transformers
 from conftest import CLS, SEP, tiny_config
 
-from finetune.icd.batches import collate, note_chunks, token_budget_batches
+import finetune.icd.batches as batches
+from finetune.icd.batches import (
+    StateCache,
+    TokenizedNotes,
+    collate,
+    device_and_dtype,
+    note_chunks,
+    token_budget_batches,
+)
 from finetune.icd.model import IcdMeta, IcdModel
 from modeling import ModernBertForMaskedLM, enable_checkpointing
 
@@ -74,6 +82,51 @@ def test_label_attention_is_batch_and_padding_invariant(encoder_dir):
             alone = run(model, collate([n], 16, CLS, SEP))
             torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-5)
     assert together.shape == (5, len(CODES)) and together.dtype == torch.float32
+
+
+def test_precision_rule(monkeypatch):
+    """auto = bf16 autocast on CUDA and on CPUs with native bf16, fp32 on other CPUs; explicit values win."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(batches, "native_bf16_cpu", lambda native=native: native)
+        assert device_and_dtype("auto") == (torch.device("cpu"), expected)
+        assert device_and_dtype("fp32")[1] == torch.float32 and device_and_dtype("bf16")[1] == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        device_and_dtype("fp16")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        device_and_dtype("auto", "cuda")
+
+
+def test_bf16_autocast_scores_follow_fp32(encoder_dir):
+    """The CPU bf16 path (autocast; fp32 weights and softmax) gives the fp32 scores to bf16 accuracy, and gradients."""
+    model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50)
+    batch = collate(notes([5, 40, 14, 63]), 16, CLS, SEP)
+    with torch.no_grad():
+        exact = run(model, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = run(model, batch)
+    assert fast.dtype == torch.float32 and torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, exact, atol=0.05, rtol=0.02)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        run(model, batch).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.head.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_states_give_the_encoder_logits(encoder_dir, dtype):
+    """Head warm-up reads the frozen encoder's cached states, built and read inside the training loop's autocast."""
+    model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50).eval()
+    pieces = notes([5, 40, 14, 63])
+    tokens = TokenizedNotes(np.concatenate(pieces), np.concatenate(([0], np.cumsum([len(p) for p in pieces]))),
+                            np.array([len(p) for p in pieces]))
+    idx = np.array([3, 0, 2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        cache = StateCache(model, tokens, 64, 2, torch.device("cpu"), dtype)
+        h, note_cu = cache.batch(idx)
+        cached = model.classify(h.to(dtype), note_cu)
+        direct = run(model, collate([pieces[i] for i in idx], 16, CLS, SEP))
+    assert h.dtype == (torch.bfloat16 if dtype == torch.bfloat16 else torch.float16)
+    torch.testing.assert_close(cached, direct, atol=0.02, rtol=0.01)
 
 
 def test_attention_is_exactly_zero_on_padding_and_stable_at_extreme_scales(encoder_dir):

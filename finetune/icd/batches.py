@@ -23,6 +23,32 @@ if TYPE_CHECKING:
     from finetune.icd.model import IcdModel
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX). There, bf16 autocast runs the encoder
+    ~3x faster than fp32 (bench/icd_step.py); elsewhere bf16 is emulated and slower than fp32."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
+def device_and_dtype(precision: str = "auto", device: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """The device, and the autocast dtype for training and inference: `auto` is bf16 on CUDA and on CPUs with native
+    bf16, fp32 elsewhere. Weights and the label-attention softmax stay fp32 in every case."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    else:
+        dev = torch.device(device)
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" or (dev.type == "cpu" and native_bf16_cpu()) else "fp32"
+    return dev, torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 @dataclass
 class TokenizedNotes:
     """Token ids of many notes in one flat array: note i is ids[offsets[i]:offsets[i+1]] (no special tokens)."""
@@ -142,7 +168,7 @@ def token_budget_batches(lengths: np.ndarray, tokens_per_batch: int, max_notes: 
 
 
 class StateCache:
-    """The frozen encoder's final states of every token of a split's notes (fp16, in memory), so epochs that train
+    """The frozen encoder's final states of every token of a split's notes (16-bit, in memory), so epochs that train
     only the head (`train.head_warmup_epochs`) run the encoder once instead of once per epoch."""
 
     def __init__(self, model, notes: TokenizedNotes, tokens_per_batch: int, max_notes: int, device: torch.device,
@@ -150,6 +176,8 @@ class StateCache:
         meta, config = model.meta, model.config
         pieces, lengths = [], np.zeros(len(notes), dtype=np.int64)
         order = []
+        # The head reads them in the autocast dtype; CPU autocast rejects fp16 tensors, so bf16 runs keep bf16.
+        store = torch.bfloat16 if dtype == torch.bfloat16 else torch.float16
         modes = {m: m.training for m in model.modules()}
         model.eval()
         with torch.no_grad():
@@ -159,7 +187,7 @@ class StateCache:
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                     h, note_cu = model.note_states(batch["input_ids"].to(device), batch["cu_seqlens"].to(device),
                                                    batch["max_seqlen"], batch["note_chunks"].to(device))
-                pieces.append(h.to(torch.float16))
+                pieces.append(h.to(store))
                 lengths[idx] = (note_cu[1:] - note_cu[:-1]).cpu().numpy()
                 order += list(idx)
         for m, training in modes.items():
@@ -179,7 +207,7 @@ class StateCache:
         return int((tokens + 2 * chunks).sum()) * hidden_size * 2
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(states [total, H] fp16, note ranges int32 [len(idx) + 1]) of the given notes, as `note_states` gives."""
+        """(states [total, H] 16-bit, note ranges int32 [len(idx) + 1]) of the given notes, as `note_states` gives."""
         h = torch.cat([self.states[self.starts[i]:self.starts[i] + self.lengths[i]] for i in idx])
         note_cu = torch.nn.functional.pad(torch.from_numpy(np.cumsum(self.lengths[idx])), (1, 0)).to(torch.int32)
         return h, note_cu.to(h.device)

@@ -50,7 +50,7 @@ class IcdTrainConfig:
     grad_accum: int = 1
     grad_clip: float = 1.0
     patience: int = 6  # epochs without a better validation mAP before stopping (Edin's MIMIC-IV setting)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU and bf16-capable CPUs
     checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
     resume: bool = True
     # Optional DeepSpeed engine (data parallel under torchrun / deepspeed launchers; ZeRO-1/2 shard the optimizer

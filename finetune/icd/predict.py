@@ -20,21 +20,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from finetune.icd.batches import predict_scores, tokenize_notes
+from finetune.icd.batches import device_and_dtype, predict_scores, tokenize_notes
 from finetune.icd.model import IcdModel
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
-def predict(model_dir: str | Path, notes, top_k: int | None = None, device: str = "auto",
+def predict(model_dir: str | Path, notes, top_k: int | None = None, device: str = "auto", precision: str = "auto",
             notes_per_batch: int = 64, tokens_per_batch: int | None = None, counter=None) -> Iterator[dict]:
     """Yield {"id", "codes": [{"code", "title", "score", "predicted"}]} per note, best score first.
 
@@ -46,10 +37,9 @@ def predict(model_dir: str | Path, notes, top_k: int | None = None, device: str 
 
     if top_k is not None and top_k < 1:
         raise ValueError("top_k must be >= 1")
-    dev = _device(device)
+    dev, dtype = device_and_dtype(precision, device)
     model, tokenizer = IcdModel.load(model_dir, dev)
     meta = model.meta
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     tokens_per_batch = tokens_per_batch or max(meta.max_length, 16384)
     if isinstance(notes, (str, Path)):
         stream: Iterable = read_note_inputs(notes, counter)

@@ -39,6 +39,7 @@ from finetune.icd.batches import (
     TokenizedNotes,
     cached_tokenization,
     collate,
+    device_and_dtype,
     predict_scores,
     token_budget_batches,
 )
@@ -76,13 +77,6 @@ def variants(cfg: IcdConfig) -> list[Variant]:
         length = min(cut, m.max_length)
         out.append(Variant(f"trunc{cut}", length, -(-cut // length)))
     return out
-
-
-def device_and_dtype(precision: str) -> tuple[torch.device, torch.dtype]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return device, torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def load_split_data(dataset: Path, split: str, labels, tokenizer, max_tokens: int, cache: Path, tokenizer_sha: str,
@@ -192,7 +186,10 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
 
         ds_config = {**zero_settings(t.deepspeed), "train_micro_batch_size_per_gpu": 1,
                      "gradient_accumulation_steps": t.grad_accum, "gradient_clipping": t.grad_clip,
-                     "bf16": {"enabled": dtype == torch.bfloat16}, "zero_allow_untested_optimizer": True,
+                     # DeepSpeed's bf16 mode (bf16 weights, fp32 master copy) is for GPUs; on CPU the fp32 weights
+                     # stay and autocast alone computes in bf16.
+                     "bf16": {"enabled": dtype == torch.bfloat16 and device.type == "cuda"},
+                     "zero_allow_untested_optimizer": True,
                      "steps_per_print": 10**9}
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                                lr_scheduler=scheduler, config=ds_config)
@@ -398,7 +395,7 @@ def main(cfg: IcdConfig) -> dict:
 
 
 def evaluate(models: list[str], dataset: str | Path, out: str | Path, split: str = "test",
-             eval_cfg: IcdEvalConfig | None = None) -> dict:
+             eval_cfg: IcdEvalConfig | None = None, precision: str = "auto") -> dict:
     """Trained model folders on one split of a prepared dataset, each at its own stored threshold, side by side;
     significance against the first. The models must predict the dataset's label set."""
     from finetune.icd.data import load_labels
@@ -409,12 +406,12 @@ def evaluate(models: list[str], dataset: str | Path, out: str | Path, split: str
     out, dataset = Path(out), Path(dataset)
     labels = load_labels(dataset)
     results, first = [], None
+    device, dtype = device_and_dtype(precision)
     for folder in models:
-        model, tokenizer = IcdModel.load(folder, device_and_dtype("auto")[0])
+        model, tokenizer = IcdModel.load(folder, device)
         if model.meta.codes != labels.codes:
             raise ValueError(f"{folder} predicts {len(model.meta.codes)} codes that are not {dataset}'s "
                              f"{len(labels.codes)} labels (train it on this dataset)")
-        device, dtype = device_and_dtype("auto")
         cut = model.meta.max_chunks * (model.meta.max_length - 2)
         sha = tokenizer_sha256(folder)
         data = load_split_data(dataset, split, labels, tokenizer, cut, out / "cache", sha)
