@@ -62,6 +62,9 @@ def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
     assert report["significance"]["encoder-64-seed0"]["against"] == "tfidf-lr"
     assert sum(b["notes"] for b in report["by_length"]["buckets"].values()) == report["notes"]
     assert (out / "pr_curve.png").stat().st_size > 0 and (out / "f1_vs_frequency.png").stat().st_size > 0
+    tfidf = json.loads((out / "baselines" / "tfidf" / "result.json").read_text())  # C tuned on validation mAP
+    assert set(tfidf["val_map_by_C"]) == {"4.0", "16.0", "64.0"}
+    assert tfidf["val_map_by_C"][str(tfidf["C"])] == max(tfidf["val_map_by_C"].values())
     run = out / "runs" / "encoder-64-seed0"
     result = json.loads((run / "result.json").read_text())
     assert result["steps"] == 6 and 0 <= result["threshold"] <= 1 and result["train_tokens_per_s"] > 0
@@ -148,6 +151,8 @@ def test_config_errors_name_the_key(icd, tmp_path):
         load_icd_config(DEMO, overrides(icd, tmp_path, "train.lr=fast"))
     with pytest.raises(ConfigError, match="max_chunks"):
         load_icd_config(DEMO, overrides(icd, tmp_path, "model.head=pooled"))
+    with pytest.raises(ConfigError, match="eval.tfidf_c"):
+        load_icd_config(DEMO, overrides(icd, tmp_path, "eval.tfidf_c=[]"))
 
 
 def test_pooled_head_trains_into_a_stock_sequence_classifier(icd, tmp_path):
