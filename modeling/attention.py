@@ -233,6 +233,11 @@ class AttentionPlan:
         """q, k, v: [total, heads, head_dim] -> [total, heads, head_dim]."""
         local = local and self.window < self.max_seqlen - 1
         if self.backend == "sdpa":
+            if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+                # CPU SDPA's bf16 kernels run slower than its fp32 ones (its backward ~2x: bench/icd_step.py), so
+                # under bf16 autocast the GEMMs around it gain and the attention itself is computed in fp32.
+                with torch.autocast("cpu", enabled=False):
+                    return self.attend(q.float(), k.float(), v.float(), local, dropout_p).to(q.dtype)
             if local:
                 return self._sdpa_local(q, k, v, dropout_p)
             return self._sdpa_global(q, k, v, dropout_p)
