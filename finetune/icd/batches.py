@@ -28,7 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def native_bf16_cpu() -> bool:
     """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX). There, bf16 autocast runs the encoder
-    ~3x faster than fp32 (bench/icd_step.py); elsewhere bf16 is emulated and slower than fp32."""
+    ~1.6x faster than fp32 (bench/icd_step.py); elsewhere bf16 is emulated and slower than fp32."""
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return any(check is not None and check() for check in checks)
 
