@@ -67,7 +67,7 @@ class IcdEvalConfig:
     truncated_length: int = 512
     tfidf_jobs: int = 1  # processes fitting the per-code logistic regressions (MIMIC-IV: as many as you have cores)
     # The baseline's regularization is tuned like the encoders' epochs: each C is fitted and the best validation mAP
-    # kept (on the synthetic sets the best C moved from 16 to 64 as the train split grew from 200 to 1,000 notes).
+    # kept (the best C depends on the train size and the penalty; an untuned C can cost the baseline 10+ points).
     tfidf_c: list[float] = field(default_factory=lambda: [4.0, 16.0, 64.0])
     rare_cutoff: int | None = None  # train count below which a code is "rare" (None: the median train count)
     bootstrap_resamples: int = 1000
