@@ -27,7 +27,7 @@ from transformers import ModernBertConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from finetune.icd.batches import collate, native_bf16_cpu  # noqa: E402
-from finetune.icd.model import IcdMeta, IcdModel, LabelAttention  # noqa: E402
+from finetune.icd.model import IcdMeta, IcdModel  # noqa: E402
 from modeling import ModernBertModel  # noqa: E402
 
 SHAPES = {
@@ -48,8 +48,7 @@ def build(shape: str) -> tuple[IcdModel, dict, int]:
     meta = IcdMeta(head="laat", codes=[f"C{i}" for i in range(LABELS)], titles=[""] * LABELS,
                    kinds=["diagnosis"] * LABELS, train_counts=[10] * LABELS, icd_version=10, max_length=max_length,
                    max_chunks=32, attention_dim=kwargs["hidden_size"])
-    model = IcdModel(ModernBertModel(config), meta)
-    model.head = LabelAttention(config.hidden_size, LABELS, meta.attention_dim)
+    model = IcdModel(ModernBertModel(config), meta)  # a fresh label-attention head
     # Notes of the synthetic discharge summaries' token lengths (median ~2,700), to the token budget of one step.
     rng = np.random.default_rng(0)
     notes, used = [], 0

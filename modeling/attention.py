@@ -234,7 +234,7 @@ class AttentionPlan:
         local = local and self.window < self.max_seqlen - 1
         if self.backend == "sdpa":
             if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-                # CPU SDPA's bf16 kernels run slower than its fp32 ones (its backward ~2x: bench/icd_step.py), so
+                # CPU SDPA's bf16 kernels run slower than its fp32 ones (backward ~2x under torch.profiler), so
                 # under bf16 autocast the GEMMs around it gain and the attention itself is computed in fp32.
                 with torch.autocast("cpu", enabled=False):
                     return self.attend(q.float(), k.float(), v.float(), local, dropout_p).to(q.dtype)
