@@ -3,14 +3,19 @@
 Two heads on the same encoder (`modeling.ModernBertModel`, which loads any transformers ModernBERT folder):
 
 - `laat`: label-wise attention over every token of the note (LAAT, Vu et al. 2020; PLM-ICD, Huang et al. 2022).
-  Per label l: a_l = softmax_t(q_l . z_t / sqrt(d)) with z_t = tanh(LayerNorm(W h_t)), v_l = sum_t a_l,t h_t,
+  Per label l: a_l = softmax_t(q_l . z_t) with z_t = tanh(LayerNorm(W h_t)), v_l = sum_t a_l,t h_t,
   logit_l = w_l . v_l + b_l. A note longer than the context is cut into chunks that the encoder reads
   independently (PLM-ICD's segment pooling, with chunks of up to 8,192 tokens instead of 128); the attention then runs
   over the tokens of all of the note's chunks at once.
   The softmax instability Edin et al. report (PLM-ICD/LAAT losses diverging as attention scores overflow) is handled
-  three ways: LayerNorm before the tanh keeps the keys' scale fixed whatever the encoder's output scale, the scores are
-  divided by sqrt(d), and scores, mask and softmax are computed in fp32 with padding masked to -inf (never the
-  fp16-unsafe -1e4; and no padded position is ever attended: PLM-ICD's collate padded its mask with 1s).
+  by bounding the scores rather than shrinking them: LayerNorm before the tanh keeps the keys' scale fixed whatever
+  the encoder's output scale, the tanh keeps each key coordinate in [-1, 1] (so |score| <= ||q_l||_1, finite in
+  fp32), and scores, mask and softmax are computed in fp32 with padding masked to -inf (never the fp16-unsafe -1e4; and
+  no padded position is ever attended: PLM-ICD's collate padded its mask with 1s). The scores are not divided by
+  sqrt(d) as dot-product attention's are: with keys bounded, that caps every score at ||q_l||_2 (about 8 at
+  initialisation), too flat for one label to pick its few tokens out of thousands, and the head then barely learns
+  while the encoder is frozen (validation mAP 0.31 -> 0.32 over the two warm-up epochs of the 300-patient demo data,
+  against 0.44 -> 0.54 unscaled; BENCHMARKS.md).
 - `pooled`: transformers' own `ModernBertForSequenceClassification` (problem_type multi_label_classification) on the
   first `max_length` tokens, so `AutoModelForSequenceClassification.from_pretrained(folder)` runs it unchanged.
 
@@ -101,7 +106,6 @@ class LabelAttention(nn.Module):
     def attention(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L, T] attention of every label over the note's tokens, fp32, exactly 0 at padding."""
         scores = torch.einsum("btd,ld->blt", self.keys(h).float(), self.queries.float())
-        scores = scores * self.queries.shape[1] ** -0.5
         return scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
