@@ -97,7 +97,8 @@ class LabelAttention(nn.Module):
         self.weights = nn.Parameter(torch.empty(num_labels, hidden_size))
         self.bias = nn.Parameter(torch.zeros(num_labels))
         nn.init.normal_(self.proj.weight, std=hidden_size**-0.5)
-        nn.init.normal_(self.queries, std=1.0)
+        # Scores start near 0 (attention near uniform) unless title_init gives each query its title's key.
+        nn.init.normal_(self.queries, std=attention_dim**-0.5)
         nn.init.normal_(self.weights, std=hidden_size**-0.5)
 
     def keys(self, h: torch.Tensor) -> torch.Tensor:
