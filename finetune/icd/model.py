@@ -49,6 +49,9 @@ FORMAT = "cmbert-icd/1"
 ICD_JSON = "icd.json"
 HEAD_FILE = "label_attention.safetensors"
 HEADS = ("laat", "pooled")
+# Score of a title-like token at initialisation: ~ln(3,000), so in a note of a few thousand tokens the tokens that
+# read like the title take about half of a label's attention and every other token still gets a gradient.
+TITLE_SCORE = 8.0
 
 
 @dataclass
@@ -178,7 +181,13 @@ class IcdModel(nn.Module):
             else:
                 model.head.bias.copy_(bias)
                 if title_init and tokenizer is not None:
-                    model.head.queries.copy_(model.head.keys(model.title_states(tokenizer)))
+                    # q_l = k_l * TITLE_SCORE / ||k_l||^2: a token that reads like code l's title scores TITLE_SCORE.
+                    # Unscaled (q_l = k_l), that score is ||k_l||^2, ~0.4 d (50 at d = 128): a one-hot softmax over a
+                    # note's few thousand tokens, which leaves a label whose title reads unlike the notes (ICD-10-PCS:
+                    # "Drainage of Bladder with Drainage Device, Via Natural or Artificial Opening") locked onto the
+                    # wrong tokens with no gradient to move it.
+                    keys = model.head.keys(model.title_states(tokenizer))
+                    model.head.queries.copy_(keys * (TITLE_SCORE / keys.pow(2).sum(-1, keepdim=True)))
         return model
 
     @torch.no_grad()
