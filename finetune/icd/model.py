@@ -20,8 +20,8 @@ Two heads on the same encoder (`modeling.ModernBertModel`, which loads any trans
   first `max_length` tokens, so `AutoModelForSequenceClassification.from_pretrained(folder)` runs it unchanged.
 
 Label queries can start from the encoder's reading of each code's title ("Acute on chronic systolic heart failure"):
-q_l = z(mean of the title's token states), so at step 0 each label already attends to the tokens that resemble its
-title. Output biases start at each code's training log-odds, so the first steps are not spent learning priors.
+q_l = k * TITLE_SCORE / ||k||^2 with k = z(mean of the title's token states), so at step 0 each label already leans
+towards the tokens that resemble its title (they score TITLE_SCORE) without being locked onto them. Output biases start at each code's training log-odds, so the first steps are not spent learning priors.
 
 Model folder (what `save` writes, `IcdModel.load` and `cmbert predict icd` read; #7 and #8 reuse it):
     config.json, model.safetensors   a stock transformers ModernBERT: ModernBertModel for `laat` (AutoModel loads
@@ -49,9 +49,8 @@ FORMAT = "cmbert-icd/1"
 ICD_JSON = "icd.json"
 HEAD_FILE = "label_attention.safetensors"
 HEADS = ("laat", "pooled")
-# Score of a title-like token at initialisation. Unscaled title queries give ~50 (one-hot attention, stuck where a title
-# reads unlike the notes); 8 (~ln of a note's length) left the head too flat to learn in the demo's short schedule
-# (BENCHMARKS.md: demo test micro-F1 27.9 at 8, 43.9 at 20, 45.4 at 50).
+# Score of a title-like token at initialisation (see `IcdModel.from_encoder`): 8 (~ln of a note's length) was too flat
+# for the demo's short schedule (BENCHMARKS.md: demo test micro-F1 27.9 at 8, 43.9 at 20, 45.4 at 50).
 TITLE_SCORE = 20.0
 
 
