@@ -26,17 +26,15 @@ CODES = ["I50.9", "N18.3", "E11.9", "0DTJ4ZZ"]
 class ToyTokenizer:
     """Just enough of a tokenizer for title initialisation: one id per character."""
 
-    def __call__(self, texts, truncation=True, max_length=64, padding=True, return_tensors="pt"):
-        ids = [[CLS] + [3 + ord(ch) % 90 for ch in t[: max_length - 2]] + [SEP] for t in texts]
-        width = max(map(len, ids))
-        return {"input_ids": torch.tensor([x + [0] * (width - len(x)) for x in ids]),
-                "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])}
+    def __call__(self, texts, add_special_tokens=True, truncation=True, max_length=64):
+        ids = [[3 + ord(ch) % 90 for ch in t[:max_length]] for t in texts]
+        return {"input_ids": [[CLS, *x, SEP] for x in ids] if add_special_tokens else ids}
 
 
-def meta(head="laat", max_length=16, max_chunks=4) -> IcdMeta:
+def meta(head="laat", max_length=16, max_chunks=4, queries_per_label=1) -> IcdMeta:
     return IcdMeta(head=head, codes=CODES, titles=["heart failure", "ckd stage 3", "diabetes", "appendectomy"],
                    kinds=["diagnosis"] * 3 + ["procedure"], train_counts=[30, 12, 5, 0], icd_version=10,
-                   max_length=max_length, max_chunks=max_chunks, attention_dim=8)
+                   max_length=max_length, max_chunks=max_chunks, attention_dim=8, queries_per_label=queries_per_label)
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +148,56 @@ def test_fresh_head_starts_from_priors_and_titles(encoder_dir):
     model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50, tokenizer=ToyTokenizer())
     p = torch.sigmoid(model.head.bias)
     assert p[0] > p[1] > p[2] > p[3] > 0  # training frequencies 30, 12, 5, 0 of 50 notes
-    with torch.no_grad():
-        keys = model.head.keys(model.title_states(ToyTokenizer()))
+    titles = ToyTokenizer()(meta().titles, add_special_tokens=False)["input_ids"]
+    keys = title_keys(model, titles)
     # each query points along its title's key, scaled so that the title's own key scores TITLE_SCORE
     torch.testing.assert_close(torch.nn.functional.cosine_similarity(model.head.queries.data, keys),
                                torch.ones(len(CODES)))
     torch.testing.assert_close((model.head.queries.data * keys).sum(-1), torch.full((len(CODES),), TITLE_SCORE))
     random_init = IcdModel.from_encoder(encoder_dir, meta(), n_train=50, tokenizer=ToyTokenizer(), title_init=False)
     assert random_init.head.queries.abs().max() < 1  # no title: scores start near 0, attention near uniform
+
+
+def title_keys(model, phrases):
+    """The key of each phrase read alone, computed here from the encoder's padded-batch path one phrase at a time."""
+    out = []
+    with torch.no_grad():
+        for ids in phrases:
+            h = model.encoder(input_ids=torch.tensor([[CLS, *ids, SEP]])).last_hidden_state
+            out.append(model.head.keys(h.mean(1))[0])
+    return torch.stack(out)
+
+
+def test_extra_queries_start_on_evidence_terms_and_the_best_one_scores(encoder_dir, tmp_path, monkeypatch):
+    terms = [[[40, 41], [50]], [], [[60, 61, 62], [70], [80]], [[90]]]  # code 2 has one term too many
+    model = IcdModel.from_encoder(encoder_dir, meta(queries_per_label=3), n_train=50, tokenizer=ToyTokenizer(),
+                                  terms=terms).eval()
+    q = model.head.queries.data.view(len(CODES), 3, -1)
+    titles = title_keys(model, ToyTokenizer()(meta().titles, add_special_tokens=False)["input_ids"])
+    scale = TITLE_SCORE / titles.pow(2).sum(-1, keepdim=True)
+    torch.testing.assert_close(q[:, 0], titles * scale)  # query 0: the title
+    torch.testing.assert_close(q[1, 1], q[1, 0])  # no term: a copy of the title's query
+    torch.testing.assert_close(q[3, 2], q[3, 0])
+    for (label, slot), phrase in {(0, 1): [40, 41], (0, 2): [50], (2, 1): [60, 61, 62], (2, 2): [70],
+                                  (3, 1): [90]}.items():
+        k = title_keys(model, [phrase])[0]
+        torch.testing.assert_close(q[label, slot], k * TITLE_SCORE / k.pow(2).sum())
+    # A token scores with the best of its label's queries: the attention is the softmax of the max.
+    h = torch.randn(2, 7, model.config.hidden_size)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    with torch.no_grad():
+        per_query = torch.einsum("btd,qd->bqt", model.head.keys(h), model.head.queries)
+        expected = per_query.view(2, len(CODES), 3, 7).amax(2).softmax(-1)
+        torch.testing.assert_close(model.head.attention(h, mask), expected)
+    # The folder keeps the queries per label.
+    monkeypatch.setattr("pretrain.tokenizer.save_tokenizer", lambda tok, folder: None)
+    model.save(tmp_path / "k3", tokenizer=None)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    loaded, _ = IcdModel.load(tmp_path / "k3")
+    assert loaded.meta.queries_per_label == 3
+    b = collate(notes([30, 3]), 16, CLS, SEP)
+    with torch.no_grad():
+        torch.testing.assert_close(run(loaded, b), run(model, b))
 
 
 def test_laat_folder_round_trip_and_stock_encoder(encoder_dir, tmp_path, monkeypatch):

@@ -153,6 +153,8 @@ def test_config_errors_name_the_key(icd, tmp_path):
         load_icd_config(DEMO, overrides(icd, tmp_path, "model.head=pooled"))
     with pytest.raises(ConfigError, match="eval.tfidf_c"):
         load_icd_config(DEMO, overrides(icd, tmp_path, "eval.tfidf_c=[]"))
+    with pytest.raises(ConfigError, match="queries_per_label"):
+        load_icd_config(DEMO, overrides(icd, tmp_path, "model.queries_per_label=0"))
 
 
 def test_pooled_head_trains_into_a_stock_sequence_classifier(icd, tmp_path):

@@ -27,6 +27,9 @@ class IcdModelConfig:
     max_chunks: int = 4  # a note longer than max_chunks chunks is cut (counted in the report)
     attention_dim: int = 512  # LAAT's d_a
     title_init: bool = True  # label queries from the encoder's reading of each code's title
+    # Queries per label; a token scores with the best of them. Query 0 starts on the title, the others on the n-grams
+    # that best mark the code in the training notes (finetune/icd/terms.py). 1 = PLM-ICD's single query.
+    queries_per_label: int = 1
     attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
     gradient_checkpointing: bool = False  # recompute each layer in backward: 8k-token notes on small GPUs
 
@@ -113,8 +116,9 @@ def check_icd_config(cfg: IcdConfig) -> None:
     if not cfg.seeds:
         raise ConfigError("seeds: give at least one seed")
     m, t = cfg.model, cfg.train
-    if m.max_length < 16 or m.max_chunks < 1 or m.attention_dim < 1:
-        raise ConfigError("model.max_length must be >= 16, model.max_chunks and model.attention_dim >= 1")
+    if m.max_length < 16 or m.max_chunks < 1 or m.attention_dim < 1 or m.queries_per_label < 1:
+        raise ConfigError("model.max_length must be >= 16, model.max_chunks, model.attention_dim and "
+                          "model.queries_per_label >= 1")
     if m.head == "pooled" and m.max_chunks != 1:
         raise ConfigError("model.max_chunks: the pooled head reads one chunk per note (set 1), or use head: laat")
     if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1:

@@ -69,6 +69,7 @@ class IcdMeta:
     preprocess: str = "none"  # "edin": the text rules of finetune.icd.data, applied at training and prediction
     max_words: int | None = None
     attention_dim: int = 512
+    queries_per_label: int = 1  # a token scores with the best of its label's queries (finetune/icd/terms.py)
     threshold: float = 0.5
     format: str = FORMAT
     training: dict = field(default_factory=dict)
@@ -92,11 +93,13 @@ class IcdMeta:
 class LabelAttention(nn.Module):
     """The LAAT/PLM-ICD head over padded token states [B, T, H] -> logits [B, L] (see the module docstring)."""
 
-    def __init__(self, hidden_size: int, num_labels: int, attention_dim: int):
+    def __init__(self, hidden_size: int, num_labels: int, attention_dim: int, queries_per_label: int = 1):
         super().__init__()
+        self.num_labels = num_labels
         self.proj = nn.Linear(hidden_size, attention_dim, bias=False)
         self.norm = nn.LayerNorm(attention_dim)
-        self.queries = nn.Parameter(torch.empty(num_labels, attention_dim))
+        # Row l * queries_per_label + k is query k of label l (one query per label: PLM-ICD's [L, d_a] as is).
+        self.queries = nn.Parameter(torch.empty(num_labels * queries_per_label, attention_dim))
         self.weights = nn.Parameter(torch.empty(num_labels, hidden_size))
         self.bias = nn.Parameter(torch.zeros(num_labels))
         nn.init.normal_(self.proj.weight, std=hidden_size**-0.5)
@@ -109,7 +112,8 @@ class LabelAttention(nn.Module):
 
     def attention(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L, T] attention of every label over the note's tokens, fp32, exactly 0 at padding."""
-        scores = torch.einsum("btd,ld->blt", self.keys(h).float(), self.queries.float())
+        scores = torch.einsum("btd,qd->bqt", self.keys(h).float(), self.queries.float())
+        scores = scores.unflatten(1, (self.num_labels, -1)).amax(2)  # each token's best match among the label's queries
         return scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -136,7 +140,8 @@ class IcdModel(nn.Module):
         self.meta = meta
         self.encoder = encoder  # ModernBertModel (laat) or ModernBertForSequenceClassification (pooled)
         if meta.head == "laat":
-            self.head = LabelAttention(encoder.config.hidden_size, len(meta.codes), meta.attention_dim)
+            self.head = LabelAttention(encoder.config.hidden_size, len(meta.codes), meta.attention_dim,
+                                       meta.queries_per_label)
 
     @property
     def config(self):
@@ -146,8 +151,11 @@ class IcdModel(nn.Module):
 
     @classmethod
     def from_encoder(cls, folder: str | Path, meta: IcdMeta, n_train: int, tokenizer=None,
-                     title_init: bool = True) -> IcdModel:
-        """A fresh head on the encoder of any transformers ModernBERT folder (MLM, base or classifier weights)."""
+                     title_init: bool = True, terms: list[list[list[int]]] | None = None) -> IcdModel:
+        """A fresh head on the encoder of any transformers ModernBERT folder (MLM, base or classifier weights).
+
+        `terms`: per code, token-id phrases (`finetune.icd.terms.evidence_terms`) for its queries 1, 2, ...; a query
+        with no phrase starts as a copy of query 0 (the title's, with `title_init`)."""
         from transformers import ModernBertConfig
         from transformers.utils import logging as hf_logging
 
@@ -180,30 +188,39 @@ class IcdModel(nn.Module):
                 encoder.classifier.bias.copy_(bias)
             else:
                 model.head.bias.copy_(bias)
+                queries = model.head.queries.view(len(meta.codes), meta.queries_per_label, -1)
                 if title_init and tokenizer is not None:
-                    # q_l = k_l * TITLE_SCORE / ||k_l||^2: a token that reads like code l's title scores TITLE_SCORE.
-                    # Unscaled (q_l = k_l), that score is ||k_l||^2, ~0.4 d (50 at d = 128): a one-hot softmax over a
-                    # note's few thousand tokens, which leaves a label whose title reads unlike the notes (ICD-10-PCS:
-                    # "Drainage of Bladder with Drainage Device, Via Natural or Artificial Opening") locked onto the
-                    # wrong tokens with no gradient to move it.
-                    keys = model.head.keys(model.title_states(tokenizer))
-                    model.head.queries.copy_(keys * (TITLE_SCORE / keys.pow(2).sum(-1, keepdim=True)))
+                    texts = [title or code for title, code in zip(meta.titles, meta.codes, strict=True)]
+                    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=62)["input_ids"]
+                    queries.copy_(model.phrase_queries(ids)[:, None, :].expand_as(queries))
+                for label, phrases in enumerate(terms or []):
+                    if phrases := phrases[:meta.queries_per_label - 1]:
+                        queries[label, 1:1 + len(phrases)] = model.phrase_queries(phrases)
         return model
 
     @torch.no_grad()
-    def title_states(self, tokenizer, batch_size: int = 256) -> torch.Tensor:
-        """Mean final state of each code's title (code itself when it has none): [L, H]."""
+    def phrase_queries(self, phrases: list[list[int]], batch_size: int = 256) -> torch.Tensor:
+        """Queries [n, d_a] under which a token that reads like the phrase (token ids, no specials) scores TITLE_SCORE.
+
+        q = k * TITLE_SCORE / ||k||^2 with k the key of the phrase's mean final state ([CLS] phrase [SEP], read alone).
+        Unscaled (q = k), that score is ||k||^2, ~0.4 d (50 at d = 128): a one-hot softmax over a note's few thousand
+        tokens, which leaves a label whose title reads unlike the notes (ICD-10-PCS: "Drainage of Bladder with
+        Drainage Device, Via Natural or Artificial Opening") locked onto the wrong tokens with no gradient to move it.
+        """
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
+        cls_id, sep_id, pad_id = self.config.cls_token_id, self.config.sep_token_id, self.config.pad_token_id
         out = []
-        texts = [title or code for title, code in zip(self.meta.titles, self.meta.codes, strict=True)]
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=64, padding=True,
-                            return_tensors="pt")
-            mask = enc["attention_mask"].to(device)
-            h = self.encoder(input_ids=enc["input_ids"].to(device), attention_mask=mask).last_hidden_state
-            out.append((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+        for start in range(0, len(phrases), batch_size):
+            rows = [[cls_id, *p, sep_id] for p in phrases[start:start + batch_size]]
+            width = max(map(len, rows))
+            input_ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
+            mask = (torch.arange(width, device=device)[None, :] < torch.tensor([len(r) for r in rows],
+                                                                                device=device)[:, None]).long()
+            h = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            keys = self.head.keys((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+            out.append(keys * (TITLE_SCORE / keys.pow(2).sum(-1, keepdim=True)))
         self.train(was_training)
         return torch.cat(out)
 

@@ -45,6 +45,7 @@ from finetune.icd.batches import (
 )
 from finetune.icd.config import IcdConfig, IcdEvalConfig, load_icd_config
 from finetune.icd.model import IcdMeta, IcdModel, count_parameters
+from finetune.icd.terms import evidence_terms
 from modeling import enable_checkpointing
 
 SPLITS = ("train", "val", "test")
@@ -151,9 +152,16 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
                    kinds=[labels.kinds[c] for c in labels.codes],
                    train_counts=[labels.train_counts[c] for c in labels.codes], icd_version=labels.version,
                    max_length=variant.max_length, max_chunks=variant.max_chunks,
-                   preprocess=labels.preprocess, max_words=labels.max_words, attention_dim=cfg.model.attention_dim)
+                   preprocess=labels.preprocess, max_words=labels.max_words, attention_dim=cfg.model.attention_dim,
+                   queries_per_label=cfg.model.queries_per_label if cfg.model.head == "laat" else 1)
     train = data["train"]
-    model = IcdModel.from_encoder(init_from, meta, len(train.notes), tokenizer, cfg.model.title_init).to(device)
+    terms = None
+    if meta.queries_per_label > 1:
+        terms = evidence_terms(train.notes, train.Y, meta.queries_per_label - 1, seed)
+        found = [len(t) for t in terms]
+        print(f"[icd] {variant.name}: evidence-term queries for {sum(n > 0 for n in found)} of {len(found)} codes "
+              f"({sum(found)} terms)", flush=True)
+    model = IcdModel.from_encoder(init_from, meta, len(train.notes), tokenizer, cfg.model.title_init, terms).to(device)
     if cfg.model.gradient_checkpointing:
         enable_checkpointing(model.encoder)
     # Fresh parameters (the LAAT head, or transformers' classifier layer) train at head_lr, the encoder at lr.
