@@ -168,7 +168,7 @@ def title_keys(model, phrases):
     return torch.stack(out)
 
 
-def test_extra_queries_start_on_evidence_terms_and_the_best_one_scores(encoder_dir, tmp_path, monkeypatch):
+def test_extra_queries_start_on_evidence_terms_and_add_up(encoder_dir, tmp_path, monkeypatch):
     terms = [[[40, 41], [50]], [], [[60, 61, 62], [70], [80]], [[90]]]  # code 2 has one term too many
     model = IcdModel.from_encoder(encoder_dir, meta(queries_per_label=3), n_train=50, tokenizer=ToyTokenizer(),
                                   terms=terms).eval()
@@ -182,13 +182,21 @@ def test_extra_queries_start_on_evidence_terms_and_the_best_one_scores(encoder_d
                                   (3, 1): [90]}.items():
         k = title_keys(model, [phrase])[0]
         torch.testing.assert_close(q[label, slot], k * TITLE_SCORE / k.pow(2).sum())
-    # A token scores with the best of its label's queries: the attention is the softmax of the max.
+    # Each query attends on its own; a label's logit sums its queries' terms (written out here per label and query).
     h = torch.randn(2, 7, model.config.hidden_size)
-    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
     with torch.no_grad():
-        per_query = torch.einsum("btd,qd->bqt", model.head.keys(h), model.head.queries)
-        expected = per_query.view(2, len(CODES), 3, 7).amax(2).softmax(-1)
-        torch.testing.assert_close(model.head.attention(h, mask), expected)
+        logits = model.head(h, mask)
+        keys = model.head.keys(h)
+        for b in range(2):
+            n = int(mask[b].sum())
+            for label in range(len(CODES)):
+                total = model.head.bias[label].clone()
+                for k in range(3):
+                    row = label * 3 + k
+                    attn = (keys[b, :n] @ model.head.queries[row]).softmax(0)
+                    total += (attn @ h[b, :n]) @ model.head.weights[row]
+                torch.testing.assert_close(logits[b, label], total, atol=1e-5, rtol=1e-5)
     # The folder keeps the queries per label.
     monkeypatch.setattr("pretrain.tokenizer.save_tokenizer", lambda tok, folder: None)
     model.save(tmp_path / "k3", tokenizer=None)

@@ -27,8 +27,9 @@ class IcdModelConfig:
     max_chunks: int = 4  # a note longer than max_chunks chunks is cut (counted in the report)
     attention_dim: int = 512  # LAAT's d_a
     title_init: bool = True  # label queries from the encoder's reading of each code's title
-    # Queries per label; a token scores with the best of them. Query 0 starts on the title, the others on the n-grams
-    # that best mark the code in the training notes (finetune/icd/terms.py). 1 = PLM-ICD's single query.
+    # Queries per label, each with its own attention; their terms add up in the label's logit. Query 0 starts on the
+    # title, the others on the n-grams that best mark the code in the training notes (finetune/icd/terms.py).
+    # 1 = PLM-ICD's single query.
     queries_per_label: int = 1
     attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
     gradient_checkpointing: bool = False  # recompute each layer in backward: 8k-token notes on small GPUs

@@ -21,7 +21,15 @@ Two heads on the same encoder (`modeling.ModernBertModel`, which loads any trans
 
 Label queries can start from the encoder's reading of each code's title ("Acute on chronic systolic heart failure"):
 q_l = k * TITLE_SCORE / ||k||^2 with k = z(mean of the title's token states), so at step 0 each label already leans
-towards the tokens that resemble its title (they score TITLE_SCORE) without being locked onto them. Output biases start at each code's training log-odds, so the first steps are not spent learning priors.
+towards the tokens that resemble its title (they score TITLE_SCORE) without being locked onto them. With
+`queries_per_label` K > 1 a label has K queries, each with its own attention and output weights, and its logit sums
+their terms: logit_l = sum_k w_l,k . v_l,k + b_l (K = 1 is PLM-ICD). Queries 1..K-1 start the same way on the
+n-grams that mark the code in the training notes ("COPD", "s/p CABG"; `finetune.icd.terms`), because a single query
+never learns a surface form it gives no attention to. Summing, not one softmax over each token's best match: a shared
+softmax pools one place of the note, so a note whose problem list says "Smoking history: counseled on smoking
+cessation" and whose history says "current smoker" was read at the first phrase alone (F17.210 missed, BENCHMARKS.md);
+separate queries add up the evidence as a linear model over n-grams does. Output biases start at each code's training
+log-odds, so the first steps are not spent learning priors.
 
 Model folder (what `save` writes, `IcdModel.load` and `cmbert predict icd` read; #7 and #8 reuse it):
     config.json, model.safetensors   a stock transformers ModernBERT: ModernBertModel for `laat` (AutoModel loads
@@ -31,7 +39,8 @@ Model folder (what `save` writes, `IcdModel.load` and `cmbert predict icd` read;
     icd.json                         format, head, labels [{code, title, kind, train_count}], threshold (one global
                                      decision threshold tuned on validation), icd_version, max_length, max_chunks,
                                      preprocess / max_words (the text rules applied before tokenizing), attention_dim,
-                                     and `training` (config, metrics, provenance)
+                                     queries_per_label (`queries`, `weights`: L x K rows, label-major), and `training`
+                                     (config, metrics, provenance)
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ class IcdMeta:
     preprocess: str = "none"  # "edin": the text rules of finetune.icd.data, applied at training and prediction
     max_words: int | None = None
     attention_dim: int = 512
-    queries_per_label: int = 1  # a token scores with the best of its label's queries (finetune/icd/terms.py)
+    queries_per_label: int = 1  # attention queries per label, their terms summed (finetune/icd/terms.py)
     threshold: float = 0.5
     format: str = FORMAT
     training: dict = field(default_factory=dict)
@@ -98,28 +107,30 @@ class LabelAttention(nn.Module):
         self.num_labels = num_labels
         self.proj = nn.Linear(hidden_size, attention_dim, bias=False)
         self.norm = nn.LayerNorm(attention_dim)
-        # Row l * queries_per_label + k is query k of label l (one query per label: PLM-ICD's [L, d_a] as is).
+        # Row l * queries_per_label + k is query k of label l, with its own output weights (one query per label:
+        # PLM-ICD's [L, d_a] and [L, H] as they are).
         self.queries = nn.Parameter(torch.empty(num_labels * queries_per_label, attention_dim))
-        self.weights = nn.Parameter(torch.empty(num_labels, hidden_size))
+        self.weights = nn.Parameter(torch.empty(num_labels * queries_per_label, hidden_size))
         self.bias = nn.Parameter(torch.zeros(num_labels))
         nn.init.normal_(self.proj.weight, std=hidden_size**-0.5)
         # Scores start near 0 (attention near uniform) unless title_init gives each query its title's key.
         nn.init.normal_(self.queries, std=attention_dim**-0.5)
-        nn.init.normal_(self.weights, std=hidden_size**-0.5)
+        # A label's logit sums its queries' terms: the sum starts at the spread one query's term would have.
+        nn.init.normal_(self.weights, std=(hidden_size * queries_per_label) ** -0.5)
 
     def keys(self, h: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.norm(self.proj(h)))
 
     def attention(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B, L, T] attention of every label over the note's tokens, fp32, exactly 0 at padding."""
+        """[B, L * K, T] attention of every query over the note's tokens, fp32, exactly 0 at padding."""
         scores = torch.einsum("btd,qd->bqt", self.keys(h).float(), self.queries.float())
-        scores = scores.unflatten(1, (self.num_labels, -1)).amax(2)  # each token's best match among the label's queries
         return scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         attn = self.attention(h, mask)
-        per_label = torch.einsum("blt,bth->blh", attn.to(h.dtype), h)  # [B, L, H]: one note vector per label
-        return (per_label * self.weights.to(h.dtype)).sum(-1).float() + self.bias.float()
+        per_query = torch.einsum("bqt,bth->bqh", attn.to(h.dtype), h)  # [B, L * K, H]: one note vector per query
+        terms = (per_query * self.weights.to(h.dtype)).sum(-1).float()
+        return terms.unflatten(1, (self.num_labels, -1)).sum(-1) + self.bias.float()
 
 
 def prior_log_odds(train_counts: list[int], n_train: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ resemble gets almost no attention, so almost no gradient, and is never learned. 
 title-initialised query of J44.9 ("Chronic obstructive pulmonary disease, unspecified") attended to "Chronic
 obstructive pulmonary" and "Salmeterol" but never to "COPD" or "emphysema": notes that only say those scored 0.003
 (BENCHMARKS.md). The same held for "current smoker" (F17.210) and "s/p CABG" (Z95.1), while TF-IDF got all three
-right. With `model.queries_per_label` = K > 1 each label has K queries and a token scores with the best of them
+right. With `model.queries_per_label` = K > 1 each label has K queries whose attended vectors add up in its logit
 (`LabelAttention`); query 0 starts on the code's title, queries 1..K-1 on the terms found here, so every common way a
 note names a code has a query from step 0.
 
