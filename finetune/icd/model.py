@@ -227,8 +227,8 @@ class IcdModel(nn.Module):
             rows = [[cls_id, *p, sep_id] for p in phrases[start:start + batch_size]]
             width = max(map(len, rows))
             input_ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
-            mask = (torch.arange(width, device=device)[None, :] < torch.tensor([len(r) for r in rows],
-                                                                                device=device)[:, None]).long()
+            lengths = torch.tensor([len(r) for r in rows], device=device)
+            mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
             h = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
             keys = self.head.keys((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
             out.append(keys * (TITLE_SCORE / keys.pow(2).sum(-1, keepdim=True)))

@@ -74,8 +74,8 @@ def evidence_terms(notes: TokenizedNotes, Y: np.ndarray, per_label: int, seed: i
     np.cumsum([len(k) for k in per_note], out=indptr[1:])
     X = sp.csr_matrix((np.ones(len(cols), dtype=np.int8), cols, indptr), shape=(len(rows), len(keys)))
     df = np.bincount(cols, minlength=len(keys))
-    X = X[:, df >= MIN_DF].tocsr()  # rare terms can neither be chosen nor identify anyone
-    keys, df = keys[df >= MIN_DF], df[df >= MIN_DF]
+    common = df >= MIN_DF  # rare terms can neither be chosen nor identify anyone
+    X, keys, df = X[:, common].tocsr(), keys[common], df[common]
     Y = Y[rows]
     out = []
     for label in range(Y.shape[1]):
