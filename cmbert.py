@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -161,6 +162,44 @@ def _predict_icd(args: argparse.Namespace) -> None:
           file=sys.stderr)
 
 
+def _trajectory_prepare(args: argparse.Namespace) -> None:
+    from finetune.trajectory.data import prepare_trajectories
+
+    report = prepare_trajectories(args.mimic, args.out, vocabulary=args.vocabulary, min_visits=args.min_visits,
+                                  seed=args.seed, split_from=args.split_from, overwrite=args.overwrite)
+    for split in ("train", "val", "test"):
+        s = report["splits"][split]
+        print(f"{split}: {s['samples']:,} samples from {s['patients']:,} patients ({s['visits']:,} visits)")
+    excluded = sum(report["excluded_patients"].values())
+    print(f"{report['categories']:,} {args.vocabulary} categories; {excluded:,} patients excluded (fewer than "
+          f"{args.min_visits} visits); dataset in {args.out} (report.json)")
+
+
+def _trajectory_train(args: argparse.Namespace) -> None:
+    from finetune.trajectory.train import main as trajectory_main
+    from finetune.trajectory.train import parse_args
+
+    trajectory_main(parse_args(["--config", args.config, *args.overrides]))
+
+
+def _predict_trajectory(args: argparse.Namespace) -> None:
+    from finetune.trajectory.model import TrajectoryModel
+    from finetune.trajectory.predict import history_from_json, history_from_mimic, predict_next
+
+    if (args.history is None) == (args.mimic is None or args.subject_id is None):
+        raise ValueError("give either --history FILE or both --mimic DIR and --subject-id ID")
+    vocabulary = TrajectoryModel.load(args.model).meta.vocabulary
+    visits, notes = (history_from_json(args.history, vocabulary) if args.history else
+                     history_from_mimic(args.mimic, args.subject_id, vocabulary))
+    ranked = predict_next(args.model, visits, notes, top_k=args.top_k, encoder=args.encoder, device=args.device)
+    result = {"visits_read": len(visits), "notes_read": len(notes), "next_visit": ranked}
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+
+
 # finetune.icd.batches.device_and_dtype checks the value; importing it here would load torch for every command.
 PRECISION_HELP = "auto (bf16 autocast on GPUs and on CPUs with native bf16, else fp32), fp32 or bf16"
 
@@ -301,6 +340,31 @@ def build_parser() -> argparse.ArgumentParser:
     icd_eval.add_argument("--out", required=True, help="report folder")
     icd_eval.add_argument("--precision", default="auto", help=PRECISION_HELP)
 
+    trajectory = finetune.add_parser(
+        "trajectory", help="next-visit disease prediction from coded history and notes",
+        description="next-visit disease prediction from coded history and notes (visit-sequence transformer)")
+    trajectory_verbs = trajectory.add_subparsers(dest="trajectory_command", required=True, metavar="VERB")
+    t_prepare = _add(trajectory_verbs, "prepare", "build per-patient visit sequences (admissions by admittime, "
+                     "diagnoses mapped to CCS/CCSR/ICD-10 categories, discharge notes), split by patient",
+                     "cmbert finetune trajectory prepare --mimic ~/mimic-iv --out runs/trajectory-data "
+                     "--split-from runs/icd10-data/split.csv", _trajectory_prepare)
+    t_prepare.add_argument("--mimic", required=True, help="MIMIC-IV root with hosp/ (and note/discharge.csv.gz)")
+    t_prepare.add_argument("--out", required=True, help="the dataset folder")
+    t_prepare.add_argument("--vocabulary", default="ccs", choices=("ccs", "ccsr", "icd10_3", "icd10"),
+                           help="target categories (default: ccs, HCUP single-level CCS)")
+    t_prepare.add_argument("--min-visits", type=int, default=2, help="patients with fewer visits are excluded")
+    t_prepare.add_argument("--seed", type=int, default=10, help="split seed")
+    t_prepare.add_argument("--split-from", nargs="+", default=None, metavar="SPLIT_CSV",
+                           help="split.csv files (e.g. an ICD dataset's) whose patients keep their split, so the "
+                                "patients left out of pretraining are the held-out ones; others go to train")
+    t_prepare.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    t_train = _add(trajectory_verbs, "train", "train the visit-sequence model on codes, notes and both, next to the "
+                   "baselines; writes models, report.json and comparison.png", "cmbert finetune trajectory train "
+                   "--config configs/finetune/trajectory/demo.yaml data=runs/trajectory-data "
+                   "model.encoder=runs/demo/model", _trajectory_train)
+    t_train.add_argument("--config", required=True, help="a YAML preset in configs/finetune/trajectory/")
+    t_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. inputs=[codes]")
+
     predict = _subcommands(commands, "predict", "run a fine-tuned model on new notes")
     predict_icd = _add(predict, "icd", "ICD codes with titles and scores for notes: those above the model's "
                        "threshold, or the K best with --top-k", "cmbert predict icd --model "
@@ -315,6 +379,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict_icd.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     predict_icd.add_argument("--precision", default="auto", help=PRECISION_HELP)
     predict_icd.add_argument("--batch-size", type=int, default=16, help="notes per forward pass (default: 16)")
+    predict_traj = _add(predict, "trajectory", "the next visit's most likely categories, with names and scores, "
+                        "from a patient's history", "cmbert predict trajectory --model runs/trajectory/both/model "
+                        "--mimic ~/mimic-iv --subject-id 10000032 --top-k 20", _predict_trajectory)
+    predict_traj.add_argument("--model", required=True, help="a model folder from `cmbert finetune trajectory train`")
+    predict_traj.add_argument("--mimic", help="a MIMIC-IV root (with --subject-id)")
+    predict_traj.add_argument("--subject-id", type=int, help="the patient whose visits are read from --mimic")
+    predict_traj.add_argument("--history", help="a JSON history instead: {\"visits\": [{\"diagnoses\": "
+                              "[\"10:I5023\"], \"note\": \"...\"}, ...]} (see finetune/trajectory/predict.py)")
+    predict_traj.add_argument("--top-k", type=int, default=20, help="categories to list (default: 20)")
+    predict_traj.add_argument("--encoder", help="the note encoder folder, if it moved since training")
+    predict_traj.add_argument("--out", help="write the JSON here instead of stdout")
+    predict_traj.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     return parser
 
 

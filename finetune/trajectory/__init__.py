@@ -1,0 +1,1 @@
+"""Next-visit disease prediction (sequential trajectories) from coded history and notes."""

@@ -1,0 +1,102 @@
+"""The trajectory config: typed dataclasses, YAML presets in `configs/finetune/trajectory/`, dotted overrides.
+
+    cfg = load_trajectory_config("configs/finetune/trajectory/demo.yaml", ["train.lr=3e-4", "inputs=[both]"])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pretrain.config import ConfigError, load_dataclass
+
+INPUTS = ("both", "codes", "notes")  # the ablations: what a visit embedding is made of
+BASELINES = ("repeat_last", "patient_frequent", "population")
+
+
+@dataclass
+class TrajectoryModelConfig:
+    # The note encoder (a local transformers ModernBERT folder: ours, a released ModernBERT, BioClinical ModernBERT).
+    # Frozen: each past visit's discharge note is embedded once (cached) and projected into the visit embedding.
+    encoder: str = ""
+    note_max_tokens: int = 8192  # a longer note is cut (the report counts them)
+    chunk_length: int = 8192  # tokens per encoder chunk, [CLS] and [SEP] included (the encoder's context)
+    pooling: Literal["mean", "cls"] = "mean"
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    max_visits: int = 32  # visits the model reads before a target; longer histories keep the latest
+    min_code_count: int = 2  # input codes on fewer training visits share one "rare code" embedding
+    # Input code embeddings start from the encoder's reading of each code's title (projected to hidden_size by PCA),
+    # so rare codes start near clinically similar ones instead of at random.
+    title_init: bool = True
+
+
+@dataclass
+class TrajectoryTrainConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    epochs: int = 30
+    batch_size: int = 32  # patients (each gives all its targets in one causal pass)
+    patience: int = 5  # epochs without a better validation `select_metric` before stopping
+    select_metric: str = "mar@20"
+    grad_clip: float = 1.0
+    note_dropout: float = 0.1  # training only: a past note is replaced by "no note" (MIMIC misses some)
+    seed: int = 0
+
+
+@dataclass
+class TrajectoryConfig:
+    out: str = "runs/trajectory"
+    data: str = ""  # a `cmbert finetune trajectory prepare` folder
+    inputs: list[str] = field(default_factory=lambda: list(INPUTS))  # one model per entry, same split
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # the note encoder's autocast dtype
+    bootstrap_resamples: int = 1000
+    model: TrajectoryModelConfig = field(default_factory=TrajectoryModelConfig)
+    train: TrajectoryTrainConfig = field(default_factory=TrajectoryTrainConfig)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def check_trajectory_config(cfg: TrajectoryConfig) -> None:
+    """Every value that would fail later fails here, naming its key."""
+    if not cfg.data:
+        raise ConfigError("data: give the prepared dataset folder (cmbert finetune trajectory prepare --out DIR)")
+    if not Path(cfg.data, "categories.json").is_file():
+        raise ConfigError(f"data: {cfg.data} is not a prepared trajectory dataset (no categories.json)")
+    if not cfg.inputs:
+        raise ConfigError(f"inputs: give one or more of {', '.join(INPUTS)}")
+    for name, allowed, values in (("inputs", INPUTS, cfg.inputs), ("baselines", BASELINES, cfg.baselines)):
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{name}: unknown {unknown[0]!r}; choose from {', '.join(allowed)}")
+    m, t = cfg.model, cfg.train
+    if {"both", "notes"} & set(cfg.inputs) and not Path(m.encoder, "config.json").is_file():
+        raise ConfigError(f"model.encoder: {m.encoder!r} has no config.json; the inputs {cfg.inputs} read notes and "
+                          "need a local ModernBERT folder (or set inputs=[codes])")
+    if m.hidden_size < 8 or m.layers < 1 or m.heads < 1 or m.hidden_size % m.heads:
+        raise ConfigError("model.hidden_size must be >= 8 and divisible by model.heads; model.layers >= 1")
+    if not 0 <= m.dropout < 1 or not 0 <= t.note_dropout < 1:
+        raise ConfigError("model.dropout and train.note_dropout must be in [0, 1)")
+    if m.max_visits < 1 or m.min_code_count < 1 or m.note_max_tokens < 1 or m.chunk_length < 16:
+        raise ConfigError("model.max_visits, min_code_count, note_max_tokens must be >= 1, chunk_length >= 16")
+    if t.lr <= 0 or t.weight_decay < 0 or t.epochs < 1 or t.batch_size < 1 or t.patience < 1:
+        raise ConfigError("train.lr must be > 0, weight_decay >= 0, epochs, batch_size, patience >= 1")
+    metric, _, k = t.select_metric.partition("@")
+    if metric not in ("recall", "precision", "ndcg", "map", "mar") or not k.isdigit() or int(k) < 1:
+        raise ConfigError(f"train.select_metric: expected e.g. mar@20 or recall@20, got {t.select_metric!r}")
+    if cfg.bootstrap_resamples < 0:
+        raise ConfigError("bootstrap_resamples must be >= 0")
+
+
+def load_trajectory_config(path: str | Path | None = None,
+                           overrides: list[str] | tuple[str, ...] = ()) -> TrajectoryConfig:
+    cfg = load_dataclass(TrajectoryConfig, path, overrides)
+    check_trajectory_config(cfg)
+    return cfg

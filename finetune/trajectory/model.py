@@ -1,0 +1,164 @@
+"""The visit-sequence transformer: a patient's past visits -> scores for every category of the next visit.
+
+A visit embedding is the sum of
+- its codes: the mean of the embeddings of its input tokens (its target categories "C:108", its raw diagnosis codes
+  "10:I5023" and procedures "P10:0DTJ4ZZ"; tokens seen on fewer than `min_code_count` training visits share one "rare"
+  embedding), started from the note encoder's reading of each token's title when `title_init`;
+- its discharge note: the frozen encoder's pooled embedding (`finetune.embeddings`), normalised and projected, or a
+  learned "no note" vector when the visit has none;
+- the time since the previous visit and the age at admission (log-spaced and 5-year buckets), and the visit's position.
+`inputs` selects the ablation: "codes" drops the note term, "notes" the code term, "both" keeps both.
+
+A causal transformer encoder (pre-LN) reads the visits in order; the state after visit t scores visit t+1's categories
+with one linear layer whose bias starts at each category's training log-odds. With codes among the inputs, a history
+term is added to each category's logit: (w_last[c] + a(h)) * [c was in visit t] + (w_freq[c] + b(h)) * (share of the
+visible past visits with c), where a(h), b(h) come from the state. Chronic disease recurs, so "repeat the last visit"
+is a strong baseline (BENCHMARKS.md); without this term a small model on a few thousand visits has to learn copying
+through its embeddings and falls far behind it, and with it the state (notes included) decides how much the past
+repeats. A patient is one sequence, so one pass trains on all its targets; no position sees a later visit, nor the
+note of the visit it predicts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+# Days since the previous visit: bucket 0 is "first visit", then [0, 7), [7, 30), ... [1825, inf).
+GAP_EDGES = (7.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1825.0)
+AGE_STEP, AGE_BUCKETS = 5.0, 21  # 0-4, 5-9, ... 100+; index AGE_BUCKETS is "unknown"
+PAD, RARE = 0, 1  # input token ids
+
+
+def gap_bucket(days: float | None) -> int:
+    return 0 if days is None else 1 + int(np.searchsorted(GAP_EDGES, days, side="right"))
+
+
+def age_bucket(age: float | None) -> int:
+    return AGE_BUCKETS if age is None else min(int(max(age, 0.0) // AGE_STEP), AGE_BUCKETS - 1)
+
+
+@dataclass
+class TrajectoryMeta:
+    """Everything besides the weights that a saved model needs (`trajectory.json`)."""
+
+    inputs: str
+    categories: list[str]
+    category_names: list[str]
+    tokens: list[str]  # input vocabulary; ids 0 and 1 are PAD and RARE
+    note_dim: int
+    hidden_size: int
+    layers: int
+    heads: int
+    dropout: float
+    max_visits: int
+    encoder: str | None = None  # the note encoder's folder and hash (notes are embedded with it at prediction time)
+    encoder_hash: str | None = None
+    note_max_tokens: int = 8192
+    chunk_length: int = 8192
+    pooling: str = "mean"
+    vocabulary: str = "ccs"
+
+    @property
+    def uses_notes(self) -> bool:
+        return self.inputs in ("both", "notes")
+
+    @property
+    def uses_codes(self) -> bool:
+        return self.inputs in ("both", "codes")
+
+
+class TrajectoryModel(nn.Module):
+    def __init__(self, meta: TrajectoryMeta, prior_log_odds: torch.Tensor | None = None):
+        super().__init__()
+        self.meta = meta
+        d = meta.hidden_size
+        self.codes = nn.EmbeddingBag(len(meta.tokens), d, mode="mean", padding_idx=PAD)
+        self.note_proj = nn.Sequential(nn.LayerNorm(meta.note_dim), nn.Linear(meta.note_dim, d))
+        self.no_note = nn.Parameter(torch.zeros(d))
+        self.gap = nn.Embedding(len(GAP_EDGES) + 2, d)
+        self.age = nn.Embedding(AGE_BUCKETS + 1, d)
+        self.position = nn.Embedding(meta.max_visits + 1, d)
+        self.input_norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(meta.dropout)
+        layer = nn.TransformerEncoderLayer(d, meta.heads, 4 * d, meta.dropout, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, meta.layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, len(meta.categories))
+        n = len(meta.categories)
+        self.repeat_last = nn.Parameter(torch.full((n,), 2.0))  # starts as "the last visit repeats"
+        self.repeat_share = nn.Parameter(torch.full((n,), 1.0))
+        self.repeat_gate = nn.Linear(d, 2)
+        nn.init.zeros_(self.repeat_gate.weight)
+        nn.init.zeros_(self.repeat_gate.bias)
+        for embedding in (self.gap, self.age, self.position):
+            nn.init.normal_(embedding.weight, std=0.02)
+        nn.init.normal_(self.codes.weight, std=0.02)
+        nn.init.zeros_(self.head.weight)  # start at the prior: the first gradients come from the history, not noise
+        if prior_log_odds is not None:
+            with torch.no_grad():
+                self.head.bias.copy_(prior_log_odds)
+
+    def init_code_embeddings(self, title_vectors: np.ndarray) -> None:
+        """Code embeddings from the encoder's title embeddings [n_tokens, note_dim] (rows of PAD and RARE ignored):
+        their top principal components, scaled to the random init's standard deviation."""
+        x = title_vectors[2:] - title_vectors[2:].mean(0, keepdims=True)
+        d = self.meta.hidden_size
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        projected = x @ vt[:d].T
+        if projected.shape[1] < d:  # fewer tokens than dimensions: pad the rest with the random init
+            projected = np.pad(projected, ((0, 0), (0, d - projected.shape[1])))
+        projected *= 0.02 / max(float(projected.std()), 1e-8)
+        with torch.no_grad():
+            self.codes.weight[2:, :projected.shape[1]] = torch.from_numpy(projected).float()
+
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor, notes: torch.Tensor, has_note: torch.Tensor,
+                gap: torch.Tensor, age: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """tokens [n] + offsets [B*T] (EmbeddingBag: visit b*T+t's tokens start at offsets[b*T+t]); notes [B, T,
+        note_dim]; has_note, gap, age [B, T]; present [B, T, n_categories] (1 where visit t has the category) ->
+        logits [B, T, n_categories] (position t scores visit t + 1)."""
+        batch, length = gap.shape
+        x = self.gap(gap) + self.age(age) + self.position(torch.arange(length, device=gap.device))
+        if self.meta.uses_codes:
+            x = x + self.codes(tokens, offsets).view(batch, length, -1)
+        if self.meta.uses_notes:
+            note = self.note_proj(notes)
+            x = x + torch.where(has_note.unsqueeze(-1), note, self.no_note)
+        x = self.dropout(self.input_norm(x))
+        causal = nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
+        # Padding sits after each patient's last visit, so the causal mask already keeps real visits from seeing it.
+        h = self.final_norm(self.encoder(x, mask=causal, is_causal=True))
+        logits = self.head(h)
+        if self.meta.uses_codes:
+            share = present.cumsum(1) / torch.arange(1, length + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
+            gate = self.repeat_gate(h)
+            logits = (logits + (self.repeat_last + gate[..., :1]) * present
+                      + (self.repeat_share + gate[..., 1:]) * share)
+        return logits
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
+        (folder / "trajectory.json").write_text(json.dumps(asdict(self.meta), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> TrajectoryModel:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "trajectory.json").is_file():
+            raise FileNotFoundError(f"{folder}: no trajectory.json (a `cmbert finetune trajectory train` model folder "
+                                    "is expected, e.g. runs/trajectory/both/model)")
+        meta = TrajectoryMeta(**json.loads((folder / "trajectory.json").read_text(encoding="utf-8")))
+        model = cls(meta)
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return model.to(device).eval()

@@ -1,0 +1,372 @@
+"""`cmbert finetune trajectory train --config ...`: the visit-sequence model with codes, notes or both, next to the
+baselines, on one split; writes `<out>/report.json`, `<out>/comparison.png` and one model folder per input set.
+
+    build (inputs vocabulary, note and title embeddings, windows) -> per input set: train with early stopping on the
+    validation metric, keep the best epoch -> score val/test -> baselines -> paired bootstrap -> report
+
+Samples are (patient, visit t >= 1) in patient order then t (`finetune.trajectory.data`). A patient is read in windows
+of `max_visits + 1` visits that overlap by one, so a target sees at most `max_visits` past visits and every target is
+scored once. Baselines, scored on the same samples (ties broken by the training frequency, so each ranks every
+category):
+- repeat_last: the categories of the previous visit;
+- patient_frequent: the patient's categories by how many past visits had them;
+- population: the categories by training frequency (the same ranking for everyone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finetune.trajectory.config import TrajectoryConfig, load_trajectory_config
+from finetune.trajectory.data import Patient, read_categories, read_notes, read_patients
+from finetune.trajectory.metrics import paired_bootstrap, plot_comparison, ranking_metrics
+from finetune.trajectory.model import PAD, RARE, TrajectoryMeta, TrajectoryModel, age_bucket, gap_bucket
+
+SPLITS = ("train", "val", "test")
+REPORT_METRICS = ("recall@20", "mar@20")  # the issue's quality bar: notes must beat codes-only and the baselines
+
+
+def visit_tokens(visit) -> list[str]:
+    """A visit's input tokens: its categories, raw diagnosis codes and procedures."""
+    return [f"C:{c}" for c in visit.targets] + list(visit.diagnoses) + list(visit.procedures)
+
+
+def build_vocabulary(train: list[Patient], min_count: int) -> list[str]:
+    """Input tokens seen on at least `min_count` training visits, most frequent first, after PAD and RARE."""
+    counts = Counter(token for p in train for v in p.visits for token in set(visit_tokens(v)))
+    kept = sorted((t for t, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+    return ["[PAD]", "[RARE]", *kept]
+
+
+@dataclass
+class Window:
+    """Up to max_visits + 1 consecutive visits of one patient; position j >= 1 is the target of sample_ids[j]."""
+
+    tokens: list[list[int]]
+    note_rows: list[int]  # rows of the note embedding matrix; -1: no note
+    gap: list[int]
+    age: list[int]
+    targets: list[list[int]]  # category ids of each visit
+    sample_ids: list[int]  # -1 at position 0
+
+
+@dataclass
+class SplitData:
+    patients: list[Patient]
+    windows: list[Window]
+    y: np.ndarray  # bool [n_samples, n_categories]
+    history: list[list[list[int]]]  # per sample: category ids of each past visit (baselines)
+
+
+def build_split(patients: list[Patient], token_ids: dict[str, int], category_ids: dict[str, int],
+                note_rows: dict[str, int], max_visits: int) -> SplitData:
+    n_samples = sum(len(p.visits) - 1 for p in patients)
+    y = np.zeros((n_samples, len(category_ids)), dtype=bool)
+    windows, history = [], []
+    base = 0
+    for patient in patients:
+        visits = patient.visits
+        cats = [[category_ids[c] for c in v.targets if c in category_ids] for v in visits]
+        for t in range(1, len(visits)):
+            y[base + t - 1, cats[t]] = True
+            history.append(cats[max(0, t - max_visits):t])
+        for start in range(0, len(visits) - 1, max_visits):
+            part = range(start, min(start + max_visits + 1, len(visits)))
+            windows.append(Window(
+                tokens=[[token_ids.get(tok, RARE) for tok in visit_tokens(visits[i])] for i in part],
+                note_rows=[note_rows.get(visits[i].note_id, -1) for i in part],
+                gap=[gap_bucket(visits[i].days_since_previous) for i in part],
+                age=[age_bucket(visits[i].age) for i in part],
+                targets=[cats[i] for i in part],
+                sample_ids=[-1 if i == start else base + i - 1 for i in part]))
+        base += len(visits) - 1
+    return SplitData(patients, windows, y, history)
+
+
+def collate(windows: list[Window], notes: torch.Tensor, n_categories: int, note_dropout: float = 0.0,
+            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Padded batch: `notes` is the embedding matrix with a zero row appended (row -1 = no note)."""
+    length = max(len(w.gap) for w in windows)
+    batch = len(windows)
+    tokens, offsets = [], []
+    gap = torch.zeros(batch, length, dtype=torch.long)
+    age = torch.zeros(batch, length, dtype=torch.long)
+    rows = torch.full((batch, length), -1, dtype=torch.long)
+    targets = torch.zeros(batch, length, n_categories)
+    present = torch.zeros(batch, length, n_categories)
+    valid = torch.zeros(batch, length, dtype=torch.bool)  # position t has a next visit in the window
+    for b, w in enumerate(windows):
+        n = len(w.gap)
+        for t in range(length):
+            offsets.append(len(tokens))
+            if t < n:
+                tokens += w.tokens[t] or [PAD]
+        gap[b, :n], age[b, :n], rows[b, :n] = torch.tensor(w.gap), torch.tensor(w.age), torch.tensor(w.note_rows)
+        for t in range(n):
+            present[b, t, w.targets[t]] = 1.0
+            if t:
+                targets[b, t - 1, w.targets[t]] = 1.0
+        valid[b, :n - 1] = True
+    has_note = rows >= 0
+    if note_dropout > 0:
+        has_note &= torch.rand(rows.shape, generator=generator) >= note_dropout
+    return {"tokens": torch.tensor(tokens, dtype=torch.long), "offsets": torch.tensor(offsets, dtype=torch.long),
+            "notes": notes[rows], "has_note": has_note, "gap": gap, "age": age, "present": present, "targets": targets, "valid": valid}
+
+
+def model_inputs(batch: dict, device: torch.device) -> dict:
+    return {k: batch[k].to(device) for k in ("tokens", "offsets", "notes", "has_note", "gap", "age", "present")}
+
+
+@torch.no_grad()
+def score_split(model: TrajectoryModel, data: SplitData, notes: torch.Tensor, device: torch.device,
+                batch_size: int = 64) -> np.ndarray:
+    """Sigmoid scores [n_samples, n_categories] in sample order."""
+    model.eval()
+    out = np.zeros(data.y.shape, dtype=np.float32)
+    for i in range(0, len(data.windows), batch_size):
+        windows = data.windows[i:i + batch_size]
+        batch = collate(windows, notes, data.y.shape[1])
+        probs = torch.sigmoid(model(**model_inputs(batch, device)).float()).cpu().numpy()
+        for b, w in enumerate(windows):
+            for j in range(1, len(w.sample_ids)):
+                out[w.sample_ids[j]] = probs[b, j - 1]
+    return out
+
+
+def baseline_scores(name: str, data: SplitData, prior: np.ndarray) -> np.ndarray:
+    """Scores of a baseline (module docstring); `prior` in [0, 1) breaks ties by training frequency."""
+    scores = np.tile(prior.astype(np.float32), (len(data.history), 1))
+    if name == "population":
+        return scores
+    for i, past in enumerate(data.history):
+        if name == "repeat_last":
+            scores[i, past[-1]] += 1.0
+        else:  # patient_frequent
+            for cats in past:
+                scores[i, cats] += 1.0
+    return scores
+
+
+def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np.ndarray,
+                  title_vectors: np.ndarray | None, data: dict[str, SplitData], notes: torch.Tensor,
+                  device: torch.device, out: Path) -> dict:
+    """Train one input set with early stopping on validation; returns its result with val/test scores."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    generator = torch.Generator().manual_seed(t.seed)
+    rng = np.random.default_rng(t.seed)
+    meta = TrajectoryMeta(inputs=inputs, **meta_base)
+    prior_log_odds = torch.from_numpy(np.log(prior / (1 - prior))).float()
+    model = TrajectoryModel(meta, prior_log_odds)
+    if title_vectors is not None and meta.uses_codes:
+        model.init_code_embeddings(title_vectors)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+    n_categories = data["train"].y.shape[1]
+    best, best_epoch, history, since_best = -1.0, 0, [], 0
+    start = time.perf_counter()
+    for epoch in range(1, t.epochs + 1):
+        model.train()
+        order = rng.permutation(len(data["train"].windows))
+        losses = []
+        for i in range(0, len(order), t.batch_size):
+            batch = collate([data["train"].windows[j] for j in order[i:i + t.batch_size]], notes, n_categories,
+                            t.note_dropout, generator)
+            logits = model(**model_inputs(batch, device))
+            valid = batch["valid"].to(device)
+            loss = loss_fn(logits, batch["targets"].to(device)).sum(-1)[valid].mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+        val = ranking_metrics(data["val"].y, score_split(model, data["val"], notes, device))
+        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                        **{k: round(val[k], 4) for k in ("recall@20", "mar@20", "map@20")}})
+        print(f"  [{inputs}] epoch {epoch}: loss {history[-1]['loss']:.4f}, val {t.select_metric} "
+              f"{val[t.select_metric]:.4f}", flush=True)
+        if val[t.select_metric] > best:
+            best, best_epoch, since_best = val[t.select_metric], epoch, 0
+            model.save(out / "model")
+        else:
+            since_best += 1
+            if since_best >= t.patience:
+                break
+    model = TrajectoryModel.load(out / "model", device)
+    scores = {split: score_split(model, data[split], notes, device) for split in ("val", "test")}
+    return {"kind": "model", "inputs": inputs, "dir": str(out / "model"), "best_epoch": best_epoch,
+            "epochs_run": len(history), "history": history, "train_seconds": round(time.perf_counter() - start, 1),
+            "parameters": sum(p.numel() for p in model.parameters()), "scores": scores}
+
+
+def _note_embeddings(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patient], device: torch.device,
+                     dtype: torch.dtype, encoder) -> tuple[dict[str, int], np.ndarray]:
+    from finetune.embeddings import cached_embeddings
+
+    wanted = {v.note_id for p in all_patients for v in p.visits[:-1] if v.note_id is not None}  # histories only
+    ids, texts = [], []
+    for note_id, text in read_notes(dataset, wanted):
+        ids.append(note_id)
+        texts.append(text)
+    m = cfg.model
+    print(f"embedding {len(texts):,} notes with the frozen encoder {m.encoder} (cached in {cfg.out}/cache)",
+          flush=True)
+    vectors = cached_embeddings(Path(cfg.out) / "cache", m.encoder, texts, m.note_max_tokens, m.chunk_length,
+                                m.pooling, device, dtype, progress=True, encoder=encoder)
+    return {note_id: row for row, note_id in enumerate(ids)}, vectors
+
+
+def token_titles(tokens: list[str], category_names: dict[str, str]) -> list[str]:
+    """The text the encoder reads for each input token's title init (the token itself when no title is known)."""
+    from pretrain.ontology import titles
+
+    systems = {"9": "icd9cm", "10": "icd10cm", "P9": "icd9pcs", "P10": "icd10pcs"}
+    out = []
+    for token in tokens:
+        prefix, _, code = token.partition(":")
+        if prefix == "C":
+            out.append(category_names.get(code, code))
+        elif prefix in systems:
+            out.append(titles(systems[prefix]).get(code, code))
+        else:
+            out.append(token)
+    return out
+
+
+def provenance(device: torch.device) -> dict:
+    from pretrain.train import git_sha
+
+    return {"git_sha": git_sha(), "device": str(device), "torch": torch.__version__,
+            "python": sys.version.split()[0]}
+
+
+def main(cfg: TrajectoryConfig) -> dict:
+    """Train every input set of `cfg.inputs`, score the baselines, write the report; returns it."""
+    from finetune.embeddings import load_encoder, model_hash
+    from finetune.icd.batches import device_and_dtype
+
+    out, dataset = Path(cfg.out), Path(cfg.data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    device, dtype = device_and_dtype(cfg.precision, cfg.device)
+    categories = read_categories(dataset)
+    category_list = [c["id"] for c in categories["categories"]]
+    category_names = {c["id"]: c["name"] for c in categories["categories"]}
+    category_ids = {c: i for i, c in enumerate(category_list)}
+    patients = {split: list(read_patients(dataset, split)) for split in SPLITS}
+    for split in SPLITS:
+        if not patients[split]:
+            raise ValueError(f"{dataset}: the {split} split has no patients; prepare a larger dataset")
+    m = cfg.model
+    tokens = build_vocabulary(patients["train"], m.min_code_count)
+    token_ids = {tok: i for i, tok in enumerate(tokens)}
+
+    uses_encoder = bool(m.encoder) and (any(i in ("both", "notes") for i in cfg.inputs) or m.title_init)
+    encoder = load_encoder(m.encoder, device) if uses_encoder else None
+    note_rows, note_dim = {}, 1
+    notes = torch.zeros(1, 1)
+    if any(i in ("both", "notes") for i in cfg.inputs):
+        note_rows, vectors = _note_embeddings(cfg, dataset, [p for s in SPLITS for p in patients[s]], device, dtype,
+                                              encoder)
+        note_dim = vectors.shape[1]
+        notes = torch.from_numpy(np.concatenate([vectors, np.zeros((1, note_dim), np.float32)]))
+    title_vectors = None
+    if m.title_init and encoder is not None:
+        from finetune.embeddings import cached_embeddings
+
+        title_vectors = cached_embeddings(out / "cache", m.encoder, token_titles(tokens, category_names), 128,
+                                          min(m.chunk_length, 256), m.pooling, device, dtype, encoder=encoder)
+    data = {split: build_split(patients[split], token_ids, category_ids, note_rows, m.max_visits) for split in SPLITS}
+    train_counts = np.array([c["train_visits"] for c in categories["categories"]], dtype=np.float64)
+    n_train_visits = sum(len(p.visits) for p in patients["train"])
+    prior = (train_counts + 0.5) / (n_train_visits + 1.0)  # smoothed: a category absent from train keeps a finite bias
+    print(f"{len(category_list)} {categories['vocabulary']} categories, {len(tokens):,} input tokens; samples: " +
+          ", ".join(f"{s} {len(data[s].y):,}" for s in SPLITS), flush=True)
+
+    meta_base = {"categories": category_list, "category_names": [category_names[c] for c in category_list],
+                 "tokens": tokens, "note_dim": note_dim, "hidden_size": m.hidden_size, "layers": m.layers,
+                 "heads": m.heads, "dropout": m.dropout, "max_visits": m.max_visits,
+                 "encoder": str(Path(m.encoder).resolve()) if m.encoder else None,
+                 "encoder_hash": model_hash(m.encoder) if m.encoder else None, "note_max_tokens": m.note_max_tokens,
+                 "chunk_length": m.chunk_length, "pooling": m.pooling, "vocabulary": categories["vocabulary"]}
+    systems: dict[str, dict] = {}
+    for inputs in cfg.inputs:
+        systems[f"model:{inputs}"] = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device,
+                                                   out / inputs)
+    for name in cfg.baselines:
+        systems[f"baseline:{name}"] = {"kind": "baseline", "scores": {
+            split: baseline_scores(name, data[split], prior) for split in ("val", "test")}}
+    for system in systems.values():
+        system["val"] = ranking_metrics(data["val"].y, system["scores"]["val"])
+        system["test"] = ranking_metrics(data["test"].y, system["scores"]["test"])
+    report = write_report(cfg, out, categories, data, systems, device)
+    print(format_table(report), flush=True)
+    return report
+
+
+def write_report(cfg: TrajectoryConfig, out: Path, categories: dict, data: dict[str, SplitData],
+                 systems: dict[str, dict], device: torch.device) -> dict:
+    y = data["test"].y
+    reference = next((n for n in ("model:both", "model:notes") if n in systems), None)
+    comparisons = []
+    if reference is not None and cfg.bootstrap_resamples:
+        for other in systems:
+            if other == reference:
+                continue
+            for metric in REPORT_METRICS:
+                comparisons.append({"a": reference, "b": other, **paired_bootstrap(
+                    y, systems[reference]["scores"]["test"], systems[other]["scores"]["test"], metric,
+                    cfg.bootstrap_resamples, cfg.train.seed)})
+    bar = None
+    if reference is not None:
+        others = [n for n in systems if n != reference and n != "model:notes"]
+        bar = {"system": reference, "metrics": list(REPORT_METRICS), "beats": {
+            other: {metric: systems[reference]["test"][metric] > systems[other]["test"][metric]
+                    for metric in REPORT_METRICS} for other in others}}
+        bar["met"] = all(all(v.values()) for v in bar["beats"].values())
+    png = plot_comparison({name: s["test"] for name, s in systems.items()}, out / "comparison.png",
+                          title=f"next-visit {categories['vocabulary']} categories, test split")
+    for name, system in systems.items():
+        np.save(out / f"test_scores_{name.replace(':', '_')}.npy", system["scores"]["test"])
+    report = {
+        "dataset": str(Path(cfg.data).resolve()), "vocabulary": categories["vocabulary"],
+        "categories": len(categories["categories"]),
+        "samples": {split: int(len(data[split].y)) for split in SPLITS},
+        "patients": {split: len(data[split].patients) for split in SPLITS},
+        "systems": {name: {k: v for k, v in s.items() if k != "scores"} for name, s in systems.items()},
+        "comparisons": comparisons, "quality_bar": bar, "plot": str(png),
+        "config": cfg.to_dict(), "provenance": provenance(device),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def format_table(report: dict) -> str:
+    columns = ("recall@10", "recall@20", "recall@30", "precision@20", "map@20", "mar@20", "mar@40", "ndcg@20",
+               "auprc_micro")
+    lines = [f"test, {report['samples']['test']:,} samples   " + " ".join(f"{c:>12s}" for c in columns)]
+    for name, system in report["systems"].items():
+        lines.append(f"{name:28s} " + " ".join(f"{100 * system['test'][c]:12.1f}" for c in columns))
+    if report["quality_bar"] is not None:
+        lines.append(f"{report['quality_bar']['system']} beats every other system on recall@20 and MAR@20: "
+                     f"{'yes' if report['quality_bar']['met'] else 'no'}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> TrajectoryConfig:
+    parser = argparse.ArgumentParser(prog="cmbert finetune trajectory train")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    return load_trajectory_config(args.config, args.overrides)
