@@ -5,7 +5,9 @@ piece [SEP], each chunk its own document: `finetune.icd.batches.collate`), so no
 are read whole. Pooling:
 - ``mean``: the mean of the final hidden states of every token of every chunk (specials included), the usual
   sentence-embedding pooling for an MLM encoder without a trained [CLS];
-- ``cls``: the mean over chunks of each chunk's [CLS] state.
+- ``cls``: the mean over chunks of each chunk's [CLS] state;
+- segments (`embed_segments`): the mean states of consecutive `segment_tokens`-token pieces, one vector each, so a
+  reader downstream can attend to the sentence that matters instead of an average over 5,000 tokens.
 
 The cache file is named by a hash of (the encoder's weights and tokenizer files, pooling, cut, chunk length, the
 texts): a changed model or note gives a new file, never a stale vector. Used by the trajectory model (notes of past
@@ -54,22 +56,18 @@ def load_encoder(folder: str | Path, device: torch.device):
 
 
 @torch.no_grad()
-def embed_texts(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int, pooling: str = "mean",
-                tokens_per_batch: int = 16384, dtype: torch.dtype = torch.float32, progress: bool = False
-                ) -> np.ndarray:
-    """[len(texts), hidden] float32 pooled embeddings (see the module docstring), in the texts' order."""
+def _note_states(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int,
+                 tokens_per_batch: int, dtype: torch.dtype, progress: bool):
+    """(note index, final states of all its chunks' tokens [n_tokens, hidden] fp32, chunk starts) for every text."""
     from tqdm import tqdm
 
     from finetune.icd.batches import collate, token_budget_batches, tokenize_notes
 
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     if chunk_length < 3:
         raise ValueError(f"chunk_length must be at least 3 ([CLS] token [SEP]), got {chunk_length}")
     config = encoder.config
     device = next(encoder.parameters()).device
     notes = tokenize_notes(tokenizer, texts, max_tokens)
-    out = np.zeros((len(notes), config.hidden_size), dtype=np.float32)
     batches = token_budget_batches(np.diff(notes.offsets), max(tokens_per_batch, chunk_length), max_notes=256)
     for idx in tqdm(batches, desc="embedding", unit="batch", disable=not progress):
         batch = collate([notes.note(i) for i in idx], chunk_length, config.cls_token_id, config.sep_token_id)
@@ -80,31 +78,67 @@ def embed_texts(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk
         chunk_of_note = batch["note_chunks"].tolist()
         for row, i in enumerate(idx):
             first, last = chunk_of_note[row], chunk_of_note[row + 1]
-            if pooling == "mean":
-                vector = h[cu[first]:cu[last]].mean(0)
-            else:
-                vector = h[cu[first:last].long()].mean(0)
-            out[i] = vector.cpu().numpy()
+            yield int(i), h[cu[first]:cu[last]], (cu[first:last] - cu[first]).long()
+
+
+def embed_texts(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int, pooling: str = "mean",
+                tokens_per_batch: int = 16384, dtype: torch.dtype = torch.float32, progress: bool = False
+                ) -> np.ndarray:
+    """[len(texts), hidden] float32 pooled embeddings (see the module docstring), in the texts' order."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    for i, h, starts in _note_states(encoder, tokenizer, texts, max_tokens, chunk_length, tokens_per_batch, dtype,
+                                     progress):
+        out[i] = (h.mean(0) if pooling == "mean" else h[starts].mean(0)).cpu().numpy()
     return out
+
+
+def embed_segments(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int,
+                   segment_tokens: int, tokens_per_batch: int = 16384, dtype: torch.dtype = torch.float32,
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Each note as the mean states of consecutive `segment_tokens`-token pieces (read in context: the encoder sees
+    whole chunks), so one sentence is not averaged away over a long note: (vectors [total_segments, hidden] fp16,
+    offsets int64 [len(texts) + 1]; note i is vectors[offsets[i]:offsets[i + 1]])."""
+    if segment_tokens < 1:
+        raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
+    pieces: list[np.ndarray | None] = [None] * len(texts)
+    for i, h, _ in _note_states(encoder, tokenizer, texts, max_tokens, chunk_length, tokens_per_batch, dtype,
+                                progress):
+        n = -(-len(h) // segment_tokens)
+        sums = torch.zeros(n, h.shape[1], device=h.device).index_add_(0, torch.arange(len(h), device=h.device) // segment_tokens, h)
+        counts = torch.bincount(torch.arange(len(h), device=h.device) // segment_tokens, minlength=n)
+        pieces[i] = (sums / counts.unsqueeze(1)).cpu().numpy().astype(np.float16)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    hidden = encoder.config.hidden_size
+    return (np.concatenate(pieces) if pieces else np.zeros((0, hidden), np.float16)), offsets
 
 
 def cached_embeddings(cache_dir: str | Path, encoder_folder: str | Path, texts: Sequence[str], max_tokens: int,
                       chunk_length: int, pooling: str = "mean", device: torch.device | None = None,
-                      dtype: torch.dtype = torch.float32, progress: bool = False, encoder=None) -> np.ndarray:
-    """`embed_texts` with a disk cache (see the module docstring); loads the encoder only on a miss unless given
-    `encoder=(model, tokenizer)`."""
+                      dtype: torch.dtype = torch.float32, progress: bool = False, encoder=None,
+                      segment_tokens: int | None = None):
+    """`embed_texts` (or `embed_segments` when `segment_tokens` is given: a (vectors, offsets) pair) with a disk
+    cache (see the module docstring); loads the encoder only on a miss unless given `encoder=(model, tokenizer)`."""
     digest = hashlib.sha256(json.dumps({"model": model_hash(encoder_folder), "pooling": pooling, "cut": max_tokens,
-                                        "chunk": chunk_length}).encode())
+                                        "chunk": chunk_length, "segment": segment_tokens}).encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
-    path = Path(cache_dir) / f"embeddings-{digest.hexdigest()[:20]}.npy"
+    path = Path(cache_dir) / f"embeddings-{digest.hexdigest()[:20]}.npz"
     if path.is_file():
-        return np.load(path)
+        with np.load(path) as stored:
+            return stored["vectors"] if segment_tokens is None else (stored["vectors"], stored["offsets"])
     device = device or torch.device("cpu")
     model, tokenizer = encoder if encoder is not None else load_encoder(encoder_folder, device)
-    vectors = embed_texts(model, tokenizer, texts, max_tokens, chunk_length, pooling, dtype=dtype, progress=progress)
+    if segment_tokens is None:
+        vectors, offsets = embed_texts(model, tokenizer, texts, max_tokens, chunk_length, pooling, dtype=dtype,
+                                       progress=progress), None
+    else:
+        vectors, offsets = embed_segments(model, tokenizer, texts, max_tokens, chunk_length, segment_tokens,
+                                          dtype=dtype, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vectors)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, vectors=vectors, **({"offsets": offsets} if offsets is not None else {}))
     tmp.replace(path)
-    return vectors
+    return vectors if offsets is None else (vectors, offsets)

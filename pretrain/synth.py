@@ -22,7 +22,13 @@ whatever the number of patients):
   EF, HbA1c, cultures, imaging); conditions that are not coded are ruled out ("CTA negative for PE"); some secondary
   conditions appear only late (the end of the hospital course, the discharge diagnoses). Sentences that claim a
   procedure are written only when that procedure was coded. A note's detail level (brief .. exhaustive) grows with the
-  stay: long ICU stays list every lab draw and a day-by-day course, so some notes pass 8k tokens. Radiology reports
+  stay: long ICU stays list every lab draw and a day-by-day course, so some notes pass 8k tokens.
+- Notes see a little ahead of the codes, as in real charts: before a chronic disease is first coded, the previous
+  discharge summary often documents its precursor without coding it (an HbA1c in the prediabetes range before type 2
+  diabetes, a low ejection fraction before heart failure, memory complaints before dementia), under "OUTPATIENT
+  ISSUES" at the end of the hospital course (75 % of the time); 0.5 % of notes mention each precursor for a disease
+  that never comes. This is what a next-visit model can learn from notes and not from codes. These sentences come
+  from their own random stream, so the codes and the rest of every note are what they would be without them. Radiology reports
   cover the admission's studies (serial films in the ICU), plus some outpatient studies with no hadm_id.
 - Speed: about 200 patients a second on one core, plus ~3 s to load the ontologies and write the d_icd tables.
 """
@@ -314,6 +320,7 @@ class _Admission:
     edout: datetime | None = None
     prior: list[_Item] = field(default_factory=list)  # reasons for this patient's earlier admissions
     days_since_last: float | None = None
+    precursors: list[str] = field(default_factory=list)  # uncoded findings that precede a chronic disease
 
     @property
     def los(self) -> float:
@@ -701,6 +708,65 @@ def _choose_visibility(rng: random.Random, adm: _Admission) -> None:
             it.where = "late" if roll < 0.12 else "dx_only" if roll < 0.18 else "full"
         else:
             it.where = "late" if roll < 0.08 else "dx_only" if roll < 0.15 else "no_dx" if roll < 0.3 else "full"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Precursors: what a discharge summary documents, uncoded, before a chronic disease is first coded (module docstring).
+PRECURSORS: dict[str, tuple[str, ...]] = {
+    "dm2": ("HbA1c {a1c}%, in the prediabetes range; counseled on diet and exercise, repeat HbA1c in 3 months.",
+            "Fasting glucose {glucose} on two mornings; impaired fasting glucose, outpatient HbA1c recommended."),
+    "hypertension": ("BP persistently {sbp}/{dbp} off medications during the admission; recheck at PCP follow-up and "
+                     "consider starting an antihypertensive.",),
+    "hyperlipidemia": ("Lipid panel with LDL {ldl} mg/dL; discuss statin therapy at follow-up.",),
+    "ckd": ("Creatinine {cr} at discharge with eGFR {egfr} and trace proteinuria; recheck renal function in 3 months, "
+            "possible early renal insufficiency.",),
+    "chf": ("Echo with LVEF {lvef}% and grade II diastolic dysfunction; BNP {bnp}; outpatient cardiology referral.",),
+    "afib": ("Runs of paroxysmal atrial tachyarrhythmia on telemetry; outpatient Holter monitor recommended.",),
+    "cad": ("Reports exertional chest pressure relieved by rest over the past months; outpatient stress test "
+            "recommended.",),
+    "copd": ("Chronic productive cough and exertional dyspnea; outpatient PFTs recommended (FEV1/FVC {ratio} on "
+             "bedside spirometry).",),
+    "dementia": ("Family reports progressive forgetfulness; MoCA {moca}/30 before discharge, outpatient "
+                 "neurocognitive evaluation.",),
+    "cirrhosis": ("AST {ast} / ALT {alt} with an echogenic liver on ultrasound; hepatology referral, counsel "
+                  "alcohol cessation.",),
+    "depression": ("Endorses low mood and anhedonia, PHQ-9 {phq}; outpatient behavioral health follow-up.",),
+    "anemia": ("Hgb {hgb} with normal MCV, down from prior; outpatient workup for anemia.",),
+    "osa": ("Loud snoring and witnessed apneas reported by spouse; outpatient sleep study.",),
+    "hypothyroidism": ("TSH {tsh} on admission labs; repeat thyroid function tests in 6 weeks.",),
+    "lung_cancer": ("Incidental {nodule} mm spiculated right upper lobe nodule on CT; repeat CT chest in 3 months.",),
+    "dm_neuropathy": ("Decreased vibration sense and numbness in both feet on exam; monitor for neuropathy.",),
+}
+PRECURSOR_DOCUMENTED, PRECURSOR_FALSE = 0.75, 0.005
+
+
+def _precursor_values(rng: random.Random) -> dict[str, str]:
+    return {"a1c": f"{rng.uniform(5.8, 6.4):.1f}", "glucose": str(rng.randint(104, 125)),
+            "sbp": str(rng.randint(142, 162)), "dbp": str(rng.randint(88, 98)), "ldl": str(rng.randint(165, 210)),
+            "cr": f"{rng.uniform(1.3, 1.6):.1f}", "egfr": str(rng.randint(52, 62)), "lvef": str(rng.randint(42, 50)),
+            "bnp": str(rng.randint(180, 420)), "ratio": f"{rng.uniform(0.62, 0.69):.2f}", "moca": str(rng.randint(19, 24)),
+            "ast": str(rng.randint(90, 160)), "alt": str(rng.randint(40, 70)), "phq": str(rng.randint(11, 17)),
+            "hgb": f"{rng.uniform(10.2, 11.6):.1f}", "tsh": f"{rng.uniform(6.5, 11.0):.1f}",
+            "nodule": str(rng.randint(7, 14))}
+
+
+def _chronic_keys(adm: _Admission) -> set[str]:
+    return {it.cond.key for it in adm.items if it.role in ("chronic", "status")}
+
+
+def _plan_precursors(patient: _Patient, admissions: list[_Admission], seed: int) -> None:
+    """Set each admission's `precursors` (sentences) from the chronic diseases first coded at the next one."""
+    rng = random.Random(f"cmbert-synth:{seed}:{patient.index}:precursors")
+    for j, adm in enumerate(admissions):
+        have = _chronic_keys(adm)
+        upcoming = _chronic_keys(admissions[j + 1]) - have if j + 1 < len(admissions) else set()
+        chosen = []
+        for key, templates in PRECURSORS.items():
+            if key in have:
+                continue
+            if rng.random() < (PRECURSOR_DOCUMENTED if key in upcoming else PRECURSOR_FALSE):
+                chosen.append(rng.choice(templates).format_map(_precursor_values(rng)))
+        adm.precursors = chosen
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1413,6 +1479,12 @@ class _NoteWriter:
             lines.append(f"HD {day}: " + " ".join(e if e.endswith(".") else e + "." for e in entries))
         return "\n".join(lines)
 
+    def outpatient_issues(self) -> str:
+        """The precursors planned for this admission (`_plan_precursors`); empty when there are none."""
+        if not self.a.precursors:
+            return ""
+        return "\n \nOUTPATIENT ISSUES:\n" + "\n".join(f"- {x}" for x in self.a.precursors)
+
     def transitional(self) -> str:
         rng, a = self.rng, self.a
         lines = ["TRANSITIONAL ISSUES:"]
@@ -1587,7 +1659,7 @@ class _NoteWriter:
             ("Family History", self.family()),
             ("Physical Exam", self.physical_exam()),
             ("Pertinent Results", self.results(reports)),
-            ("Brief Hospital Course", self.course(course_negations)),
+            ("Brief Hospital Course", self.course(course_negations) + self.outpatient_issues()),
             ("Medications on Admission", admission_meds),
             ("Discharge Medications", discharge_meds),
             ("Discharge Disposition", self.disposition()),
@@ -1803,6 +1875,7 @@ def synthesize_mimic(out: str | Path, patients: int, seed: int = 0) -> dict:
     try:
         for index in range(patients):
             patient, admissions, outpatient, dod = _simulate(index, seed, providers)
+            _plan_precursors(patient, admissions, seed)
             rng = patient.rng
             writers["hosp/patients"].write(_patient_row(patient, dod))
             patient.note_seq = rng.randint(1, 24)

@@ -338,10 +338,13 @@ def _words_summary(words: list[int]) -> dict:
             "p95": round(float(np.percentile(words, 95)), 1), "max": max(words)}
 
 
-def _gzip_writer(path: Path) -> io.TextIOWrapper:
-    """A gzip text file whose bytes depend on its content only (no timestamp, no file name in the header)."""
+def gzip_text_writer(path: Path) -> io.TextIOWrapper:
+    """A gzip text file whose bytes depend on its content only (no timestamp, no file name in the header). Closing
+    it closes the file on disk too: GzipFile leaves a file object it was handed open unless it is its `myfileobj`
+    (what `gzip.open(filename)` sets), and an unclosed file loses its last buffered bytes until garbage collection."""
     raw = open(path, "wb")
     zipped = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
+    zipped.myfileobj = raw
     return io.TextIOWrapper(zipped, encoding="utf-8", newline="\n")
 
 
@@ -465,7 +468,7 @@ def _build_dataset(work: Path, inputs: dict[str, tuple[Path, Path]], notes_path:
     # --- Pass 2: the three jsonl.gz files, in discharge-file order within each split.
     train_counts = Counter()
     per_split = {split: {"notes": 0, "patients": set(), "codes": 0, "words": [], "present": set()} for split in SPLITS}
-    writers = {split: _gzip_writer(work / f"{split}.jsonl.gz") for split in SPLITS}
+    writers = {split: gzip_text_writer(work / f"{split}.jsonl.gz") for split in SPLITS}
     try:
         with open(work / STAGING_FILE, "rb") as staging:
             for entry in selected:

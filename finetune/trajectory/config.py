@@ -23,7 +23,10 @@ class TrajectoryModelConfig:
     encoder: str = ""
     note_max_tokens: int = 8192  # a longer note is cut (the report counts them)
     chunk_length: int = 8192  # tokens per encoder chunk, [CLS] and [SEP] included (the encoder's context)
-    pooling: Literal["mean", "cls"] = "mean"
+    # The encoder's states are averaged over pieces of segment_tokens tokens; the model attends over a note's pieces
+    # with note_queries learned queries (finetune/trajectory/model.py says why not one vector per note).
+    segment_tokens: int = 128
+    note_queries: int = 4
     hidden_size: int = 128
     layers: int = 2
     heads: int = 4
@@ -84,8 +87,10 @@ def check_trajectory_config(cfg: TrajectoryConfig) -> None:
         raise ConfigError("model.hidden_size must be >= 8 and divisible by model.heads; model.layers >= 1")
     if not 0 <= m.dropout < 1 or not 0 <= t.note_dropout < 1:
         raise ConfigError("model.dropout and train.note_dropout must be in [0, 1)")
-    if m.max_visits < 1 or m.min_code_count < 1 or m.note_max_tokens < 1 or m.chunk_length < 16:
-        raise ConfigError("model.max_visits, min_code_count, note_max_tokens must be >= 1, chunk_length >= 16")
+    if min(m.max_visits, m.min_code_count, m.note_max_tokens, m.segment_tokens, m.note_queries) < 1 or \
+            m.chunk_length < 16:
+        raise ConfigError("model.max_visits, min_code_count, note_max_tokens, segment_tokens, note_queries must be "
+                          ">= 1, chunk_length >= 16")
     if t.lr <= 0 or t.weight_decay < 0 or t.epochs < 1 or t.batch_size < 1 or t.patience < 1:
         raise ConfigError("train.lr must be > 0, weight_decay >= 0, epochs, batch_size, patience >= 1")
     metric, _, k = t.select_metric.partition("@")

@@ -40,7 +40,6 @@ objects); note text is streamed straight to notes.jsonl.gz and never held.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import shutil
 import sys
@@ -52,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune.icd.data import gzip_text_writer
 from finetune.trajectory.vocab import VOCABULARIES, CodeMapper, describe
 from pretrain.readers import (
     ReadError,
@@ -134,12 +134,6 @@ def _table(mimic: Path, name: str, required: bool = True) -> Path | None:
         raise FileNotFoundError(f"{mimic / (name + '.csv.gz')}: no such file (a trajectory dataset needs hosp/"
                                 "admissions, hosp/patients, hosp/diagnoses_icd and hosp/d_icd_diagnoses)")
     return None
-
-
-def _gzip_writer(path: Path) -> io.TextIOWrapper:
-    """A gzip text file whose bytes depend on its content only (no timestamp or file name in the header)."""
-    zipped = gzip.GzipFile(filename="", mode="wb", fileobj=open(path, "wb"), mtime=0, compresslevel=6)
-    return io.TextIOWrapper(zipped, encoding="utf-8", newline="\n")
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -260,7 +254,7 @@ def read_visits(mimic: Path, vocabulary: str, min_visits: int, subjects: set[int
     visit_skips["diagnoses_without_admission"] = len(diagnoses.keys() - admissions.keys())
     patients: list[Patient] = []
     patient_skips: Counter[str] = Counter()
-    overlapping = 0
+    overlapping = kept_without_anchor = 0
     for subject in sorted(by_subject):
         visits: list[Visit] = []
         previous_discharge = None
@@ -303,13 +297,13 @@ def read_visits(mimic: Path, vocabulary: str, min_visits: int, subjects: set[int
             patient_skips[f"fewer_than_{min_visits}_visits"] += 1
         else:
             gender = anchors[subject][0] if subject in anchors else ""
-            if subject not in anchors:
-                patient_skips["no_patients_row_kept"] += 1  # kept, with unknown age and sex
+            kept_without_anchor += subject not in anchors  # kept, with unknown age and sex
             patients.append(Patient(subject, "", gender, visits))
     counts = {
         "excluded_patients": dict(sorted(patient_skips.items())),
         "excluded_admissions": dict(sorted(visit_skips.items())),
         "overlapping_stays": overlapping,
+        "kept_without_patients_row": kept_without_anchor,
         "diagnosis_mapping": {"routes": dict(sorted(routes.items())), "unmapped_codes": len(unmapped),
                               "unmapped_rows": sum(unmapped.values()),
                               "most_frequent_unmapped": [c for c, _ in unmapped.most_common(20)]},
@@ -337,7 +331,7 @@ def _build(work: Path, mimic: Path, vocabulary: str, min_visits: int, seed: int,
     # --- notes: streamed into notes.jsonl.gz
     visit_of = {v.hadm_id: v for p in patients for v in p.visits}
     notes_path = _table(mimic, TABLES["notes"], required=False)
-    with _gzip_writer(work / "notes.jsonl.gz") as file:
+    with gzip_text_writer(work / "notes.jsonl.gz") as file:
         if notes_path is not None:
             for note in attach_notes(notes_path, visit_of, counters["notes"]):
                 file.write(json.dumps({"note_id": note.note_id, "subject_id": note.subject_id,
@@ -345,7 +339,7 @@ def _build(work: Path, mimic: Path, vocabulary: str, min_visits: int, seed: int,
 
     # --- patients.jsonl.gz, categories, split files
     visit_counts = {split: Counter() for split in SPLITS}
-    with _gzip_writer(work / "patients.jsonl.gz") as file:
+    with gzip_text_writer(work / "patients.jsonl.gz") as file:
         for patient in patients:
             for visit in patient.visits:
                 visit_counts[patient.split].update(visit.targets)

@@ -4,8 +4,11 @@ A visit embedding is the sum of
 - its codes: the mean of the embeddings of its input tokens (its target categories "C:108", its raw diagnosis codes
   "10:I5023" and procedures "P10:0DTJ4ZZ"; tokens seen on fewer than `min_code_count` training visits share one "rare"
   embedding), started from the note encoder's reading of each token's title when `title_init`;
-- its discharge note: the frozen encoder's pooled embedding (`finetune.embeddings`), normalised and projected, or a
-  learned "no note" vector when the visit has none;
+- its discharge note: the frozen encoder reads the whole note in context and gives one vector per `segment_tokens`
+  piece (`finetune.embeddings.embed_segments`); `note_queries` learned queries attend over the note's pieces and
+  their read-outs are projected into the visit embedding (a learned "no note" vector when the visit has none). One
+  mean vector per note would average a one-line finding ("HbA1c 6.2 %, prediabetes") away over thousands of tokens;
+  attention keeps it;
 - the time since the previous visit and the age at admission (log-spaced and 5-year buckets), and the visit's position.
 `inputs` selects the ablation: "codes" drops the note term, "notes" the code term, "both" keeps both.
 
@@ -61,7 +64,8 @@ class TrajectoryMeta:
     encoder_hash: str | None = None
     note_max_tokens: int = 8192
     chunk_length: int = 8192
-    pooling: str = "mean"
+    segment_tokens: int = 128
+    note_queries: int = 4
     vocabulary: str = "ccs"
 
     @property
@@ -80,6 +84,8 @@ class TrajectoryModel(nn.Module):
         d = meta.hidden_size
         self.codes = nn.EmbeddingBag(len(meta.tokens), d, mode="mean", padding_idx=PAD)
         self.note_proj = nn.Sequential(nn.LayerNorm(meta.note_dim), nn.Linear(meta.note_dim, d))
+        self.note_queries = nn.Parameter(torch.randn(meta.note_queries, d) * d ** -0.5)
+        self.note_out = nn.Linear(meta.note_queries * d, d)
         self.no_note = nn.Parameter(torch.zeros(d))
         self.gap = nn.Embedding(len(GAP_EDGES) + 2, d)
         self.age = nn.Embedding(AGE_BUCKETS + 1, d)
@@ -118,17 +124,35 @@ class TrajectoryModel(nn.Module):
         with torch.no_grad():
             self.codes.weight[2:, :projected.shape[1]] = torch.from_numpy(projected).float()
 
-    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor, notes: torch.Tensor, has_note: torch.Tensor,
-                gap: torch.Tensor, age: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """tokens [n] + offsets [B*T] (EmbeddingBag: visit b*T+t's tokens start at offsets[b*T+t]); notes [B, T,
-        note_dim]; has_note, gap, age [B, T]; present [B, T, n_categories] (1 where visit t has the category) ->
-        logits [B, T, n_categories] (position t scores visit t + 1)."""
+    def read_notes(self, segments: torch.Tensor, segment_visit: torch.Tensor, n_visits: int) -> torch.Tensor:
+        """Attention pooling of note pieces: segments [n, note_dim] belonging to visits segment_visit [n] (flat
+        b*T+t) -> [n_visits, hidden] (zeros for visits without pieces; `has_note` masks those)."""
+        d, q = self.meta.hidden_size, self.meta.note_queries
+        proj = self.note_proj(segments)  # [n, d]
+        scores = proj @ self.note_queries.t() * d ** -0.5  # [n, q]
+        index = segment_visit.unsqueeze(1).expand(-1, q)
+        top = torch.full((n_visits, q), float("-inf"), device=proj.device, dtype=scores.dtype)
+        top = top.scatter_reduce(0, index, scores, "amax", include_self=True)
+        weights = torch.exp(scores - top[segment_visit])  # softmax within each visit's note, per query
+        total = torch.zeros(n_visits, q, device=proj.device, dtype=weights.dtype).index_add(0, segment_visit, weights)
+        weights = weights / total[segment_visit]
+        pooled = torch.zeros(n_visits, q, d, device=proj.device, dtype=proj.dtype)
+        pooled = pooled.index_add(0, segment_visit, weights.unsqueeze(-1) * proj.unsqueeze(1))
+        return self.note_out(pooled.flatten(1))
+
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor, segments: torch.Tensor,
+                segment_visit: torch.Tensor, has_note: torch.Tensor, gap: torch.Tensor, age: torch.Tensor,
+                present: torch.Tensor) -> torch.Tensor:
+        """tokens [n] + offsets [B*T] (EmbeddingBag: visit b*T+t's tokens start at offsets[b*T+t]); segments
+        [n_pieces, note_dim] of the notes of visits segment_visit [n_pieces] (flat b*T+t); has_note, gap, age [B, T];
+        present [B, T, n_categories] (1 where visit t has the category) -> logits [B, T, n_categories] (position t
+        scores visit t + 1)."""
         batch, length = gap.shape
         x = self.gap(gap) + self.age(age) + self.position(torch.arange(length, device=gap.device))
         if self.meta.uses_codes:
             x = x + self.codes(tokens, offsets).view(batch, length, -1)
         if self.meta.uses_notes:
-            note = self.note_proj(notes)
+            note = self.read_notes(segments, segment_visit, batch * length).view(batch, length, -1)
             x = x + torch.where(has_note.unsqueeze(-1), note, self.no_note)
         x = self.dropout(self.input_norm(x))
         causal = nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)

@@ -86,17 +86,17 @@ def history_from_mimic(mimic: str | Path, subject_id: int, vocabulary: str) -> t
 def predict_next(model_dir: str | Path, visits: list[Visit], notes: dict[str, str], top_k: int = 20,
                  encoder: str | Path | None = None, device: str = "auto") -> list[dict]:
     """[{rank, category, name, score}] for the visit after the last of `visits` (oldest first)."""
-    from finetune.embeddings import embed_texts, load_encoder
+    from finetune.embeddings import embed_segments, load_encoder
     from finetune.icd.batches import device_and_dtype
     from finetune.trajectory.model import RARE, age_bucket, gap_bucket
-    from finetune.trajectory.train import Window, collate, model_inputs, visit_tokens
+    from finetune.trajectory.train import NotePieces, Window, collate, model_inputs, visit_tokens
 
     dev, dtype = device_and_dtype("auto", device)
     model = TrajectoryModel.load(model_dir, dev)
     meta = model.meta
     visits = visits[-meta.max_visits:]
     note_rows: dict[str, int] = {}
-    matrix = np.zeros((0, meta.note_dim), dtype=np.float32)
+    pieces = NotePieces.empty(meta.note_dim)
     wanted = [v.note_id for v in visits if v.note_id in notes]
     if meta.uses_notes and wanted:
         folder = encoder or meta.encoder
@@ -104,16 +104,18 @@ def predict_next(model_dir: str | Path, visits: list[Visit], notes: dict[str, st
             raise FileNotFoundError(f"the note encoder {folder} is missing; pass --encoder DIR (the model was "
                                     f"trained with {meta.encoder})")
         enc, tokenizer = load_encoder(folder, dev)
-        matrix = embed_texts(enc, tokenizer, [notes[i] for i in wanted], meta.note_max_tokens, meta.chunk_length,
-                             meta.pooling, dtype=dtype)
+        vectors, offsets = embed_segments(enc, tokenizer, [notes[i] for i in wanted], meta.note_max_tokens,
+                                          meta.chunk_length, meta.segment_tokens, dtype=dtype)
+        pieces = NotePieces(torch.from_numpy(vectors), offsets)
         note_rows = {note_id: row for row, note_id in enumerate(wanted)}
     token_ids = {tok: i for i, tok in enumerate(meta.tokens)}
+    category_ids = {c: i for i, c in enumerate(meta.categories)}
     window = Window(tokens=[[token_ids.get(t, RARE) for t in visit_tokens(v)] for v in visits],
                     note_rows=[note_rows.get(v.note_id, -1) for v in visits],
                     gap=[gap_bucket(v.days_since_previous) for v in visits], age=[age_bucket(v.age) for v in visits],
-                    targets=[[] for _ in visits], sample_ids=[-1] * len(visits))
-    table = torch.from_numpy(np.concatenate([matrix, np.zeros((1, meta.note_dim), np.float32)]))
-    batch = collate([window], table, len(meta.categories))
+                    targets=[[category_ids[c] for c in v.targets if c in category_ids] for v in visits],
+                    sample_ids=[-1] * len(visits))
+    batch = collate([window], pieces, len(meta.categories))
     probs = torch.sigmoid(model(**model_inputs(batch, dev))[0, len(visits) - 1].float()).cpu().numpy()
     order = np.argsort(-probs, kind="stable")[:top_k]
     return [{"rank": r + 1, "category": meta.categories[i], "name": meta.category_names[i],

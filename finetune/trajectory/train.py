@@ -92,9 +92,22 @@ def build_split(patients: list[Patient], token_ids: dict[str, int], category_ids
     return SplitData(patients, windows, y, history)
 
 
-def collate(windows: list[Window], notes: torch.Tensor, n_categories: int, note_dropout: float = 0.0,
+@dataclass
+class NotePieces:
+    """The note pieces of a dataset's notes (`finetune.embeddings.embed_segments`): note row r is
+    vectors[offsets[r]:offsets[r + 1]]."""
+
+    vectors: torch.Tensor  # fp16 [total, note_dim]
+    offsets: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int = 1) -> NotePieces:
+        return cls(torch.zeros(0, dim, dtype=torch.float16), np.zeros(1, dtype=np.int64))
+
+
+def collate(windows: list[Window], notes: NotePieces, n_categories: int, note_dropout: float = 0.0,
             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Padded batch: `notes` is the embedding matrix with a zero row appended (row -1 = no note)."""
+    """Padded batch of windows, with the pieces of the notes its visits read (row -1 = no note)."""
     length = max(len(w.gap) for w in windows)
     batch = len(windows)
     tokens, offsets = [], []
@@ -119,16 +132,25 @@ def collate(windows: list[Window], notes: torch.Tensor, n_categories: int, note_
     has_note = rows >= 0
     if note_dropout > 0:
         has_note &= torch.rand(rows.shape, generator=generator) >= note_dropout
+    pieces, owners = [], []
+    for flat, row in enumerate(rows.flatten().tolist()):
+        if row >= 0 and has_note.view(-1)[flat]:
+            start, end = int(notes.offsets[row]), int(notes.offsets[row + 1])
+            pieces.append(notes.vectors[start:end])
+            owners.append(torch.full((end - start,), flat, dtype=torch.long))
+    segments = torch.cat(pieces).float() if pieces else torch.zeros(0, notes.vectors.shape[1])
+    segment_visit = torch.cat(owners) if owners else torch.zeros(0, dtype=torch.long)
     return {"tokens": torch.tensor(tokens, dtype=torch.long), "offsets": torch.tensor(offsets, dtype=torch.long),
-            "notes": notes[rows], "has_note": has_note, "gap": gap, "age": age, "present": present, "targets": targets, "valid": valid}
+            "segments": segments, "segment_visit": segment_visit, "has_note": has_note, "gap": gap, "age": age, "present": present, "targets": targets, "valid": valid}
 
 
 def model_inputs(batch: dict, device: torch.device) -> dict:
-    return {k: batch[k].to(device) for k in ("tokens", "offsets", "notes", "has_note", "gap", "age", "present")}
+    return {k: batch[k].to(device) for k in ("tokens", "offsets", "segments", "segment_visit", "has_note", "gap", "age",
+                                             "present")}
 
 
 @torch.no_grad()
-def score_split(model: TrajectoryModel, data: SplitData, notes: torch.Tensor, device: torch.device,
+def score_split(model: TrajectoryModel, data: SplitData, notes: NotePieces, device: torch.device,
                 batch_size: int = 64) -> np.ndarray:
     """Sigmoid scores [n_samples, n_categories] in sample order."""
     model.eval()
@@ -158,7 +180,7 @@ def baseline_scores(name: str, data: SplitData, prior: np.ndarray) -> np.ndarray
 
 
 def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np.ndarray,
-                  title_vectors: np.ndarray | None, data: dict[str, SplitData], notes: torch.Tensor,
+                  title_vectors: np.ndarray | None, data: dict[str, SplitData], notes: NotePieces,
                   device: torch.device, out: Path) -> dict:
     """Train one input set with early stopping on validation; returns its result with val/test scores."""
     t = cfg.train
@@ -210,11 +232,12 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
             "parameters": sum(p.numel() for p in model.parameters()), "scores": scores}
 
 
-def _note_embeddings(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patient], device: torch.device,
-                     dtype: torch.dtype, encoder) -> tuple[dict[str, int], np.ndarray]:
+def _note_pieces(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patient], device: torch.device,
+                 dtype: torch.dtype, encoder) -> tuple[dict[str, int], NotePieces]:
+    """The pieces of every note a history reads (not the patients' last notes: nothing follows them)."""
     from finetune.embeddings import cached_embeddings
 
-    wanted = {v.note_id for p in all_patients for v in p.visits[:-1] if v.note_id is not None}  # histories only
+    wanted = {v.note_id for p in all_patients for v in p.visits[:-1] if v.note_id is not None}
     ids, texts = [], []
     for note_id, text in read_notes(dataset, wanted):
         ids.append(note_id)
@@ -222,9 +245,10 @@ def _note_embeddings(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Pa
     m = cfg.model
     print(f"embedding {len(texts):,} notes with the frozen encoder {m.encoder} (cached in {cfg.out}/cache)",
           flush=True)
-    vectors = cached_embeddings(Path(cfg.out) / "cache", m.encoder, texts, m.note_max_tokens, m.chunk_length,
-                                m.pooling, device, dtype, progress=True, encoder=encoder)
-    return {note_id: row for row, note_id in enumerate(ids)}, vectors
+    vectors, offsets = cached_embeddings(Path(cfg.out) / "cache", m.encoder, texts, m.note_max_tokens,
+                                         m.chunk_length, "mean", device, dtype, progress=True, encoder=encoder,
+                                         segment_tokens=m.segment_tokens)
+    return {note_id: row for row, note_id in enumerate(ids)}, NotePieces(torch.from_numpy(vectors), offsets)
 
 
 def token_titles(tokens: list[str], category_names: dict[str, str]) -> list[str]:
@@ -274,19 +298,17 @@ def main(cfg: TrajectoryConfig) -> dict:
 
     uses_encoder = bool(m.encoder) and (any(i in ("both", "notes") for i in cfg.inputs) or m.title_init)
     encoder = load_encoder(m.encoder, device) if uses_encoder else None
-    note_rows, note_dim = {}, 1
-    notes = torch.zeros(1, 1)
+    note_rows, notes = {}, NotePieces.empty()
     if any(i in ("both", "notes") for i in cfg.inputs):
-        note_rows, vectors = _note_embeddings(cfg, dataset, [p for s in SPLITS for p in patients[s]], device, dtype,
-                                              encoder)
-        note_dim = vectors.shape[1]
-        notes = torch.from_numpy(np.concatenate([vectors, np.zeros((1, note_dim), np.float32)]))
+        note_rows, notes = _note_pieces(cfg, dataset, [p for s in SPLITS for p in patients[s]], device, dtype,
+                                        encoder)
+    note_dim = notes.vectors.shape[1]
     title_vectors = None
     if m.title_init and encoder is not None:
         from finetune.embeddings import cached_embeddings
 
         title_vectors = cached_embeddings(out / "cache", m.encoder, token_titles(tokens, category_names), 128,
-                                          min(m.chunk_length, 256), m.pooling, device, dtype, encoder=encoder)
+                                          min(m.chunk_length, 256), "mean", device, dtype, encoder=encoder)
     data = {split: build_split(patients[split], token_ids, category_ids, note_rows, m.max_visits) for split in SPLITS}
     train_counts = np.array([c["train_visits"] for c in categories["categories"]], dtype=np.float64)
     n_train_visits = sum(len(p.visits) for p in patients["train"])
@@ -299,7 +321,8 @@ def main(cfg: TrajectoryConfig) -> dict:
                  "heads": m.heads, "dropout": m.dropout, "max_visits": m.max_visits,
                  "encoder": str(Path(m.encoder).resolve()) if m.encoder else None,
                  "encoder_hash": model_hash(m.encoder) if m.encoder else None, "note_max_tokens": m.note_max_tokens,
-                 "chunk_length": m.chunk_length, "pooling": m.pooling, "vocabulary": categories["vocabulary"]}
+                 "chunk_length": m.chunk_length, "segment_tokens": m.segment_tokens,
+                 "note_queries": m.note_queries, "vocabulary": categories["vocabulary"]}
     systems: dict[str, dict] = {}
     for inputs in cfg.inputs:
         systems[f"model:{inputs}"] = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device,
