@@ -122,7 +122,8 @@ def cached_embeddings(cache_dir: str | Path, encoder_folder: str | Path, texts: 
     """`embed_texts` (or `embed_segments` when `segment_tokens` is given: a (vectors, offsets) pair) with a disk
     cache (see the module docstring); loads the encoder only on a miss unless given `encoder=(model, tokenizer)`."""
     digest = hashlib.sha256(json.dumps({"model": model_hash(encoder_folder), "pooling": pooling, "cut": max_tokens,
-                                        "chunk": chunk_length, "segment": segment_tokens}).encode())
+                                        "chunk": chunk_length, "segment": segment_tokens,
+                                        "dtype": str(dtype)}).encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
     path = Path(cache_dir) / f"embeddings-{digest.hexdigest()[:20]}.npz"

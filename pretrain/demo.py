@@ -44,6 +44,18 @@ class DemoIcdConfig:
 
 
 @dataclass
+class DemoTrajectoryConfig:
+    """The demo's next-visit step: `cmbert finetune trajectory prepare` on the synthetic tree (the ICD split's
+    held-out patients are held out here too, so no test patient's note was pretrained on), then `finetune trajectory
+    train` on the demo's encoder, then `predict trajectory` for one test patient."""
+
+    enabled: bool = True
+    vocabulary: str = "ccs"
+    config: str = "finetune/trajectory/demo.yaml"  # relative to configs/
+    overrides: list[str] = field(default_factory=list)  # dotted keys of that config
+
+
+@dataclass
 class DemoConfig:
     seed: int = 0
     patients: int = 300
@@ -56,6 +68,7 @@ class DemoConfig:
     prompts: list[str] = field(default_factory=list)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     icd: DemoIcdConfig = field(default_factory=lambda: DemoIcdConfig())
+    trajectory: DemoTrajectoryConfig = field(default_factory=lambda: DemoTrajectoryConfig())
 
 
 def _pretrain(config: Path, processes: int) -> None:
@@ -105,6 +118,41 @@ def _icd_step(icd: DemoIcdConfig, out: Path, data: Path, stage, done) -> dict:
             "report": str(out / "icd" / "report.json"), "model": str(best_model)}
 
 
+def _trajectory_step(traj: DemoTrajectoryConfig, out: Path, data: Path, stage, done) -> dict:
+    """Train the next-visit models (codes, notes, both) next to the baselines, print the table, predict once."""
+    from finetune.trajectory.config import load_trajectory_config
+    from finetune.trajectory.data import read_patients
+    from finetune.trajectory.predict import predict_next
+    from finetune.trajectory.train import format_table
+    from finetune.trajectory.train import main as trajectory_main
+
+    cfg = load_trajectory_config(CONFIG_DIR / traj.config, [f"data={data}", f"model.encoder={out / 'model'}",
+                                                            f"out={out / 'trajectory'}", *traj.overrides])
+    shutil.rmtree(out / "trajectory", ignore_errors=True)
+    stage("trajectory", f"next-visit {traj.vocabulary.upper()} categories: a visit-sequence transformer on codes, on "
+                        "notes (the frozen encoder's reading of past discharge summaries), on both; and baselines")
+    report = trajectory_main(cfg)
+    print("      " + format_table(report).replace("\n", "\n      "))
+    patient = next(p for p in read_patients(data, "test") if len(p.visits) >= 3)
+    model = Path(report["systems"]["model:both"]["dir"]) if "model:both" in report["systems"] else None
+    if model is not None:
+        from finetune.trajectory.data import read_notes
+
+        history = patient.visits[:-1]
+        notes = dict(read_notes(data, {v.note_id for v in history if v.note_id}))
+        ranked = predict_next(model, history, notes, top_k=5)
+        truth = set(patient.visits[-1].targets)
+        print(f"      cmbert predict trajectory --model {model} (test patient {patient.subject_id}, {len(history)} "
+              "past visits; the next visit's true categories in brackets):")
+        print("        " + ", ".join((f"[{r['category']}]" if r["category"] in truth else r["category"]) +
+                                    f" {r['name'][:40]} {r['score']:.2f}" for r in ranked))
+    done()
+    return {"systems": {name: {k: s["test"][k] for k in ("recall@20", "mar@20", "map@20")}
+                        for name, s in report["systems"].items()},
+            "quality_bar_met": (report["quality_bar"] or {}).get("met"), "report": str(out / "trajectory" /
+                                                                                       "report.json")}
+
+
 def _cuda() -> bool:
     import torch
 
@@ -137,7 +185,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     seconds: dict[str, float] = {}
     current = {"name": "", "since": start}
 
-    total_stages = 8 if cfg.icd.enabled else 6
+    total_stages = 6 + 2 * cfg.icd.enabled + 2 * cfg.trajectory.enabled
     number = iter(range(1, total_stages + 1))
 
     def stage(name: str, title: str) -> None:
@@ -166,6 +214,25 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
             f"{split} {v['notes']} notes / {v['patients']} patients" for split, v in icd_report["splits"].items()))
         done()
 
+    trajectory_data = out / "trajectory-data"
+    if cfg.trajectory.enabled:
+        from finetune.trajectory.data import prepare_trajectories
+
+        stage("trajectory_data", f"next-visit dataset: admissions in time order, diagnoses as "
+                                 f"{cfg.trajectory.vocabulary.upper()} categories, discharge notes"
+                                 + (" (the ICD split's held-out patients held out)" if cfg.icd.enabled else ""))
+        traj_report = prepare_trajectories(out / "mimic", trajectory_data, vocabulary=cfg.trajectory.vocabulary,
+                                           split_from=[icd_data / "split.csv"] if cfg.icd.enabled else None,
+                                           overwrite=True, verbose=False)
+        print(f"      {traj_report['categories']} categories; " + ", ".join(
+            f"{split} {v['samples']} samples / {v['patients']} patients"
+            for split, v in traj_report["splits"].items()))
+        done()
+
+    # Downstream held-out patients never reach pretraining. The trajectory split follows the ICD one (its held-out
+    # patients are a subset of the ICD's), so one file covers both when both run.
+    held_out = (icd_data / "exclude_subjects.txt" if cfg.icd.enabled else
+                trajectory_data / "exclude_subjects.txt" if cfg.trajectory.enabled else None)
     stage("corpus", f"corpus: the notes, {'the real PubMed sample, ' if cfg.pubmed else ''}"
                     f"ontologies {', '.join(cfg.ontologies)}")
     pubmed = []
@@ -175,7 +242,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         except FetchError as error:  # offline and never fetched: the demo still runs on the other sources
             print(f"      PubMed sample unavailable ({error}); going on without it")
     corpus = build_corpus(out / "corpus", mimic=out / "mimic", pubmed=pubmed, ontology=cfg.ontologies,
-                          exclude_subjects=icd_data / "exclude_subjects.txt" if cfg.icd.enabled else None,
+                          exclude_subjects=held_out,
                           overwrite=True, num_proc=DEFAULT_NUM_PROC, progress=False)
     for source, r in corpus["sources"].items():
         print(f"      {source:16s} read {r['read']:6,}  kept {r['kept']:6,}  skipped {sum(r['skipped'].values()):6,}")
@@ -224,6 +291,9 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     icd_summary = None
     if cfg.icd.enabled:
         icd_summary = _icd_step(cfg.icd, out, icd_data, stage, done)
+    trajectory_summary = None
+    if cfg.trajectory.enabled:
+        trajectory_summary = _trajectory_step(cfg.trajectory, out, trajectory_data, stage, done)
 
     summary = {
         "model": str(out / "model"),
@@ -239,6 +309,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
                     "accuracy_before": evals[0]["eval_accuracy"], "accuracy_after": evals[-1]["eval_accuracy"]},
         "predictions": predictions,
         "icd": icd_summary,
+        "trajectory": trajectory_summary,
         "seconds": {**seconds, "total": round(time.perf_counter() - start, 1)},
         "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
         "versions": {"torch": __import__("torch").__version__, "transformers": transformers.__version__},

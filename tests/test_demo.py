@@ -20,7 +20,9 @@ PROMPT = "The patient was admitted with chest [MASK]."
 SMALL = ["patients=60", "pretrain.schedule.max_steps=120", "pretrain.schedule.warmup_steps=20",
          "pretrain.schedule.decay_steps=40", "pretrain.schedule.batch_warmup_steps=20",
          "pretrain.logging.eval_every_steps=60", "pretrain.checkpoint.every_steps=60", "icd.min_count=3",
-         "icd.overrides=[train.epochs=2,train.head_warmup_epochs=1,model.max_chunks=4,eval.bootstrap_resamples=50]"]
+         "icd.overrides=[train.epochs=2,train.head_warmup_epochs=1,model.max_chunks=4,eval.bootstrap_resamples=50]",
+         "trajectory.overrides=[train.epochs=2,model.hidden_size=16,model.layers=1,model.heads=2,"
+         "bootstrap_resamples=20]"]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,20 @@ def test_demo_icd_step_compares_with_baselines_and_predicts(demo_run):
     assert excluded and "tfidf-lr" in stdout and "predict icd" in stdout
     predicted = json.loads((out / "icd" / "predictions.json").read_text())
     assert len(predicted) == 3 and all(len(p["codes"]) == 5 for p in predicted)
+
+
+def test_demo_trajectory_step_compares_with_baselines_and_predicts(demo_run):
+    out, stdout, summary = demo_run
+    systems = summary["trajectory"]["systems"]
+    assert set(systems) == {"model:both", "model:codes", "model:notes", "baseline:repeat_last",
+                            "baseline:patient_frequent", "baseline:population"}, systems
+    assert all(0 <= s["recall@20"] <= 1 and 0 <= s["mar@20"] <= s["recall@20"] for s in systems.values())
+    assert isinstance(summary["trajectory"]["quality_bar_met"], bool)
+    # Its held-out patients are the ICD split's (the pretraining corpus excluded those), never a train patient.
+    held = set((out / "trajectory-data" / "exclude_subjects.txt").read_text().split())
+    assert held <= set((out / "icd-data" / "exclude_subjects.txt").read_text().split())
+    assert (out / "trajectory" / "comparison.png").stat().st_size > 1000
+    assert "predict trajectory" in stdout
 
 
 # --- the tokenizer ------------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def check_trajectory_config(cfg: TrajectoryConfig) -> None:
         if unknown:
             raise ConfigError(f"{name}: unknown {unknown[0]!r}; choose from {', '.join(allowed)}")
     m, t = cfg.model, cfg.train
-    if {"both", "notes"} & set(cfg.inputs) and not Path(m.encoder, "config.json").is_file():
+    if {"both", "notes"} & set(cfg.inputs) and not (m.encoder and Path(m.encoder, "config.json").is_file()):
         raise ConfigError(f"model.encoder: {m.encoder!r} has no config.json; the inputs {cfg.inputs} read notes and "
                           "need a local ModernBERT folder (or set inputs=[codes])")
     if m.hidden_size < 8 or m.layers < 1 or m.heads < 1 or m.hidden_size % m.heads:

@@ -4,9 +4,9 @@ baselines, on one split; writes `<out>/report.json`, `<out>/comparison.png` and 
     build (inputs vocabulary, note and title embeddings, windows) -> per input set: train with early stopping on the
     validation metric, keep the best epoch -> score val/test -> baselines -> paired bootstrap -> report
 
-Samples are (patient, visit t >= 1) in patient order then t (`finetune.trajectory.data`). A patient is read in windows
-of `max_visits + 1` visits that overlap by one, so a target sees at most `max_visits` past visits and every target is
-scored once. Baselines, scored on the same samples (ties broken by the training frequency, so each ranks every
+Samples are (patient, visit t >= 1) in patient order then t (`finetune.trajectory.data`). Each target reads its latest
+`max_visits` past visits: training reads a patient in windows of `max_visits + 1` visits that overlap by one (every
+target once, one pass each), scoring gives each target beyond the first window a window of its own. Baselines, scored on the same samples (ties broken by the training frequency, so each ranks every
 category):
 - repeat_last: the categories of the previous visit;
 - patient_frequent: the patient's categories by how many past visits had them;
@@ -68,7 +68,7 @@ class SplitData:
 
 
 def build_split(patients: list[Patient], token_ids: dict[str, int], category_ids: dict[str, int],
-                note_rows: dict[str, int], max_visits: int) -> SplitData:
+                note_rows: dict[str, int], max_visits: int, exact: bool = False) -> SplitData:
     n_samples = sum(len(p.visits) - 1 for p in patients)
     y = np.zeros((n_samples, len(category_ids)), dtype=bool)
     windows, history = [], []
@@ -79,15 +79,21 @@ def build_split(patients: list[Patient], token_ids: dict[str, int], category_ids
         for t in range(1, len(visits)):
             y[base + t - 1, cats[t]] = True
             history.append(cats[max(0, t - max_visits):t])
-        for start in range(0, len(visits) - 1, max_visits):
-            part = range(start, min(start + max_visits + 1, len(visits)))
+        # (first visit, last visit + 1, first target scored): training strides through the patient; scoring gives
+        # every target beyond the first window a window of its own, so it reads exactly its latest max_visits visits
+        # (as `predict trajectory` and the baselines do).
+        spans = [(s, min(s + max_visits + 1, len(visits)), s + 1) for s in range(0, len(visits) - 1, max_visits)]
+        if exact:
+            spans = spans[:1] + [(t - max_visits, t + 1, t) for t in range(max_visits + 1, len(visits))]
+        for start, end, first_target in spans:
+            part = range(start, end)
             windows.append(Window(
                 tokens=[[token_ids.get(tok, RARE) for tok in visit_tokens(visits[i])] for i in part],
                 note_rows=[note_rows.get(visits[i].note_id, -1) for i in part],
                 gap=[gap_bucket(visits[i].days_since_previous) for i in part],
                 age=[age_bucket(visits[i].age) for i in part],
                 targets=[cats[i] for i in part],
-                sample_ids=[-1 if i == start else base + i - 1 for i in part]))
+                sample_ids=[base + i - 1 if i >= first_target else -1 for i in part]))
         base += len(visits) - 1
     return SplitData(patients, windows, y, history)
 
@@ -309,7 +315,8 @@ def main(cfg: TrajectoryConfig) -> dict:
 
         title_vectors = cached_embeddings(out / "cache", m.encoder, token_titles(tokens, category_names), 128,
                                           min(m.chunk_length, 256), "mean", device, dtype, encoder=encoder)
-    data = {split: build_split(patients[split], token_ids, category_ids, note_rows, m.max_visits) for split in SPLITS}
+    data = {split: build_split(patients[split], token_ids, category_ids, note_rows, m.max_visits,
+                               exact=split != "train") for split in SPLITS}
     train_counts = np.array([c["train_visits"] for c in categories["categories"]], dtype=np.float64)
     n_train_visits = sum(len(p.visits) for p in patients["train"])
     prior = (train_counts + 0.5) / (n_train_visits + 1.0)  # smoothed: a category absent from train keeps a finite bias
@@ -348,7 +355,7 @@ def write_report(cfg: TrajectoryConfig, out: Path, categories: dict, data: dict[
             if other == reference:
                 continue
             for metric in REPORT_METRICS:
-                comparisons.append({"a": reference, "b": other, **paired_bootstrap(
+                comparisons.append({"system_a": reference, "system_b": other, **paired_bootstrap(
                     y, systems[reference]["scores"]["test"], systems[other]["scores"]["test"], metric,
                     cfg.bootstrap_resamples, cfg.train.seed)})
     bar = None
