@@ -176,10 +176,10 @@ def _trajectory_prepare(args: argparse.Namespace) -> None:
 
 
 def _trajectory_train(args: argparse.Namespace) -> None:
+    from finetune.trajectory.train import format_table, parse_args
     from finetune.trajectory.train import main as trajectory_main
-    from finetune.trajectory.train import parse_args
 
-    trajectory_main(parse_args(["--config", args.config, *args.overrides]))
+    print(format_table(trajectory_main(parse_args(["--config", args.config, *args.overrides]))))
 
 
 def _predict_trajectory(args: argparse.Namespace) -> None:

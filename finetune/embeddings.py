@@ -41,6 +41,19 @@ def model_hash(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def quiet_from_pretrained(cls, folder: str | Path, **kwargs):
+    """`cls.from_pretrained(folder)` without transformers' load report. Our loader is strict and raises on any key
+    that is wrong; the report would only list the MLM head's keys an encoder does not use, which reads like an error."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(folder, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def load_encoder(folder: str | Path, device: torch.device):
     """(frozen ModernBertModel in eval mode, tokenizer) of a local transformers ModernBERT folder."""
     from transformers import AutoTokenizer
@@ -49,7 +62,7 @@ def load_encoder(folder: str | Path, device: torch.device):
 
     if not Path(folder, "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json (a local ModernBERT folder is needed; the hub is not used)")
-    encoder = ModernBertModel.from_pretrained(folder).to(device).eval()
+    encoder = quiet_from_pretrained(ModernBertModel, folder).to(device).eval()
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     return encoder, AutoTokenizer.from_pretrained(folder)

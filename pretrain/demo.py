@@ -133,7 +133,7 @@ def _trajectory_step(traj: DemoTrajectoryConfig, out: Path, data: Path, stage, d
                         "notes (the frozen encoder's reading of past discharge summaries), on both; and baselines")
     report = trajectory_main(cfg)
     print("      " + format_table(report).replace("\n", "\n      "))
-    patient = next(p for p in read_patients(data, "test") if len(p.visits) >= 3)
+    patient = max(read_patients(data, "test"), key=lambda p: len(p.visits))  # the longest history
     model = Path(report["systems"]["model:both"]["dir"]) if "model:both" in report["systems"] else None
     if model is not None:
         from finetune.trajectory.data import read_notes

@@ -168,8 +168,8 @@ class IcdModel(nn.Module):
         `terms`: per code, token-id phrases (`finetune.icd.terms.evidence_terms`) for its queries 1, 2, ...; a query
         with no phrase starts as a copy of query 0 (the title's, with `title_init`)."""
         from transformers import ModernBertConfig
-        from transformers.utils import logging as hf_logging
 
+        from finetune.embeddings import quiet_from_pretrained
         from modeling import ModernBertForSequenceClassification, ModernBertModel
 
         config = ModernBertConfig.from_pretrained(folder)
@@ -181,17 +181,8 @@ class IcdModel(nn.Module):
             config.id2label = dict(enumerate(meta.codes))
             config.label2id = {c: i for i, c in enumerate(meta.codes)}
             config.problem_type = "multi_label_classification"
-        # Our strict loader raises on any key that is wrong; transformers' load report would only list the MLM
-        # head's keys an encoder does not use, which reads like an error to users.
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            if meta.head == "pooled":
-                encoder = ModernBertForSequenceClassification.from_pretrained(folder, config=config)
-            else:
-                encoder = ModernBertModel.from_pretrained(folder, config=config)
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        encoder_cls = ModernBertForSequenceClassification if meta.head == "pooled" else ModernBertModel
+        encoder = quiet_from_pretrained(encoder_cls, folder, config=config)
         model = cls(encoder, meta)
         bias = prior_log_odds(meta.train_counts, n_train)
         with torch.no_grad():

@@ -340,9 +340,7 @@ def main(cfg: TrajectoryConfig) -> dict:
     for system in systems.values():
         system["val"] = ranking_metrics(data["val"].y, system["scores"]["val"])
         system["test"] = ranking_metrics(data["test"].y, system["scores"]["test"])
-    report = write_report(cfg, out, categories, data, systems, device)
-    print(format_table(report), flush=True)
-    return report
+    return write_report(cfg, out, categories, data, systems, device)
 
 
 def write_report(cfg: TrajectoryConfig, out: Path, categories: dict, data: dict[str, SplitData],
