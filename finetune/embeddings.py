@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 POOLINGS = ("mean", "cls")
+BLOCK_TEXTS = 2048  # texts per saved block of `cached_embeddings` (what a killed run can lose)
 _MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -133,26 +135,52 @@ def cached_embeddings(cache_dir: str | Path, encoder_folder: str | Path, texts: 
                       dtype: torch.dtype = torch.float32, progress: bool = False, encoder=None,
                       segment_tokens: int | None = None):
     """`embed_texts` (or `embed_segments` when `segment_tokens` is given: a (vectors, offsets) pair) with a disk
-    cache (see the module docstring); loads the encoder only on a miss unless given `encoder=(model, tokenizer)`."""
+    cache (see the module docstring); loads the encoder only on a miss unless given `encoder=(model, tokenizer)`.
+
+    The texts are embedded in blocks of BLOCK_TEXTS, each saved as it finishes, so a killed run (MIMIC-IV's notes are
+    hours of GPU time) picks up after its last finished block; the blocks become one file at the end."""
     digest = hashlib.sha256(json.dumps({"model": model_hash(encoder_folder), "pooling": pooling, "cut": max_tokens,
                                         "chunk": chunk_length, "segment": segment_tokens,
                                         "dtype": str(dtype)}).encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
     path = Path(cache_dir) / f"embeddings-{digest.hexdigest()[:20]}.npz"
-    if path.is_file():
-        with np.load(path) as stored:
-            return stored["vectors"] if segment_tokens is None else (stored["vectors"], stored["offsets"])
-    device = device or torch.device("cpu")
-    model, tokenizer = encoder if encoder is not None else load_encoder(encoder_folder, device)
-    if segment_tokens is None:
-        vectors, offsets = embed_texts(model, tokenizer, texts, max_tokens, chunk_length, pooling, dtype=dtype,
-                                       progress=progress), None
-    else:
-        vectors, offsets = embed_segments(model, tokenizer, texts, max_tokens, chunk_length, segment_tokens,
-                                          dtype=dtype, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        blocks = path.with_suffix("")  # embeddings-<digest>/block-00000.npz ...
+        blocks.mkdir(parents=True, exist_ok=True)
+        model = None
+        for start in range(0, max(len(texts), 1), BLOCK_TEXTS):
+            block = blocks / f"block-{start // BLOCK_TEXTS:05d}.npz"
+            if block.is_file():
+                continue
+            if model is None:
+                device = device or torch.device("cpu")
+                model, tokenizer = encoder if encoder is not None else load_encoder(encoder_folder, device)
+            part = texts[start:start + BLOCK_TEXTS]
+            if segment_tokens is None:
+                stored = {"vectors": embed_texts(model, tokenizer, part, max_tokens, chunk_length, pooling,
+                                                 dtype=dtype, progress=progress)}
+            else:
+                vectors, offsets = embed_segments(model, tokenizer, part, max_tokens, chunk_length, segment_tokens,
+                                                  dtype=dtype, progress=progress)
+                stored = {"vectors": vectors, "offsets": offsets}
+            _save_npz(block, stored)
+        parts = []
+        for number in range(-(-max(len(texts), 1) // BLOCK_TEXTS)):
+            with np.load(blocks / f"block-{number:05d}.npz") as stored:
+                parts.append({k: stored[k] for k in stored.files})
+        merged = {"vectors": np.concatenate([p["vectors"] for p in parts])}
+        if segment_tokens is not None:  # each block's offsets restart at 0: shift them past the earlier blocks
+            shifts = np.cumsum([0] + [p["offsets"][-1] for p in parts[:-1]])
+            merged["offsets"] = np.concatenate([parts[0]["offsets"][:1]] + [
+                p["offsets"][1:] + shift for p, shift in zip(parts, shifts, strict=True)])
+        _save_npz(path, merged)
+        shutil.rmtree(blocks)
+    with np.load(path) as stored:
+        return stored["vectors"] if segment_tokens is None else (stored["vectors"], stored["offsets"])
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, vectors=vectors, **({"offsets": offsets} if offsets is not None else {}))
+    np.savez(tmp, **arrays)
     tmp.replace(path)
-    return vectors if offsets is None else (vectors, offsets)

@@ -76,6 +76,7 @@ def run(small_shards, tmp_path_factory, cmbert):
 
 def test_train_end_to_end_report_models_and_note_cache(run, monkeypatch):
     import finetune.embeddings as embeddings
+    import finetune.trajectory.train as trajectory_train
     from finetune.embeddings import model_hash
     from finetune.trajectory.train import main
 
@@ -123,8 +124,14 @@ def test_train_end_to_end_report_models_and_note_cache(run, monkeypatch):
     def must_not_embed(*args, **kwargs):
         raise AssertionError("the note pieces were embedded again instead of read from the cache")
 
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished input set was trained again instead of reused")
+
     monkeypatch.setattr(embeddings, "embed_segments", must_not_embed)
+    monkeypatch.setattr(trajectory_train, "train_variant", must_not_train)
     again = main(load_trajectory_config(DEMO, train_overrides(run.work)))
+    for name in SYSTEMS[:3]:  # the models too: same test metrics, from their saved scores
+        assert again["systems"][name]["test"] == report["systems"][name]["test"]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cache").iterdir()} == before
     for name in SYSTEMS:
         if name.startswith("baseline:"):
@@ -443,6 +450,35 @@ def test_cached_embeddings_key_on_text_and_weights(run, tmp_path):
     changed = cached_embeddings(cache, folder, texts, 128, 64, "mean")
     assert len(set(cache.iterdir())) == 4
     assert not np.allclose(changed, first)
+
+
+def test_cached_embeddings_resume_after_a_kill(run, tmp_path, monkeypatch):
+    """Blocks are saved as they finish: a run killed in its second block recomputes only what is missing, and the
+    merged result (offsets shifted past earlier blocks) equals one uninterrupted pass."""
+    from finetune import embeddings
+
+    texts = [f"Visit {i}: chest pain, troponin negative, discharged on aspirin {i} mg." * (1 + i % 3)
+             for i in range(5)]
+    whole = embeddings.cached_embeddings(tmp_path / "one", run.work / "encoder", texts, 256, 64, segment_tokens=8)
+    monkeypatch.setattr(embeddings, "BLOCK_TEXTS", 2)
+    real = embeddings.embed_segments
+    calls = []
+
+    def killed_on_second_block(encoder, tokenizer, part, *args, **kwargs):
+        calls.append(len(part))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(encoder, tokenizer, part, *args, **kwargs)
+
+    monkeypatch.setattr(embeddings, "embed_segments", killed_on_second_block)
+    with pytest.raises(KeyboardInterrupt):
+        embeddings.cached_embeddings(tmp_path / "blocks", run.work / "encoder", texts, 256, 64, segment_tokens=8)
+    resumed = embeddings.cached_embeddings(tmp_path / "blocks", run.work / "encoder", texts, 256, 64,
+                                           segment_tokens=8)
+    assert calls == [2, 2, 2, 1]  # block 0 once; block 1 killed, then redone; block 2
+    np.testing.assert_array_equal(resumed[1], whole[1])
+    np.testing.assert_allclose(resumed[0].astype(np.float32), whole[0].astype(np.float32), rtol=0, atol=2e-3)
+    assert [p.name for p in (tmp_path / "blocks").iterdir()] == [p.name for p in (tmp_path / "one").iterdir()]
 
 
 def embed_direct(encoder, tokenizer, texts: list[str]) -> np.ndarray:

@@ -9,13 +9,14 @@ Samples are (patient, visit t >= 1) in patient order then t (`finetune.trajector
 target once, one pass each), scoring gives each target beyond the first window a window of its own. Baselines, scored on the same samples (ties broken by the training frequency, so each ranks every
 category):
 - repeat_last: the categories of the previous visit;
-- patient_frequent: the patient's categories by how many past visits had them;
+- patient_frequent: the patient's categories by how many past visits (the latest `max_visits`) had them;
 - population: the categories by training frequency (the same ranking for everyone).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -331,9 +332,25 @@ def main(cfg: TrajectoryConfig) -> dict:
                  "chunk_length": m.chunk_length, "segment_tokens": m.segment_tokens,
                  "note_queries": m.note_queries, "vocabulary": categories["vocabulary"]}
     systems: dict[str, dict] = {}
+    # A rerun of the same command reuses every input set that finished (a killed run loses one model's training).
+    run_key = hashlib.sha256(json.dumps({"config": {**cfg.to_dict(), "out": None, "inputs": None},
+                                         "data": (dataset / "report.json").read_text(encoding="utf-8")},
+                                        sort_keys=True).encode()).hexdigest()[:16]
     for inputs in cfg.inputs:
-        systems[f"model:{inputs}"] = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device,
-                                                   out / inputs)
+        folder = out / inputs
+        done = folder / "result.json"
+        if done.is_file() and json.loads(done.read_text())["run_key"] == run_key:
+            print(f"  [{inputs}] reusing the finished model in {folder}", flush=True)
+            result = json.loads(done.read_text())
+            del result["run_key"]
+            with np.load(folder / "scores.npz") as scores:
+                result["scores"] = {split: scores[split] for split in ("val", "test")}
+        else:
+            result = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device, folder)
+            np.savez(folder / "scores.npz", **result["scores"])
+            done.write_text(json.dumps({**{k: v for k, v in result.items() if k != "scores"}, "run_key": run_key},
+                                       indent=1) + "\n")
+        systems[f"model:{inputs}"] = result
     for name in cfg.baselines:
         systems[f"baseline:{name}"] = {"kind": "baseline", "scores": {
             split: baseline_scores(name, data[split], prior) for split in ("val", "test")}}
