@@ -113,6 +113,9 @@ def test_train_end_to_end_report_models_and_note_cache(run, monkeypatch):
         assert model.meta.inputs == inputs and not model.training
         assert model.meta.encoder_hash == encoder_hash and model.meta.max_visits == MAX_VISITS
         assert model.meta.segment_tokens == 32 and model.meta.note_dim == 32
+        training = model.meta.training  # provenance beside the weights
+        assert training["best_epoch"] == report["systems"][f"model:{inputs}"]["best_epoch"]
+        assert training["val"] == report["systems"][f"model:{inputs}"]["val"] and training["config"]["inputs"]
         scores = np.load(out / f"test_scores_model_{inputs}.npy")
         assert scores.shape == (report["samples"]["test"], report["categories"])
 

@@ -67,6 +67,7 @@ class TrajectoryMeta:
     segment_tokens: int = 128
     note_queries: int = 4
     vocabulary: str = "ccs"
+    training: dict | None = None  # the training config, dataset, best epoch and its validation metrics
 
     @property
     def uses_notes(self) -> bool:

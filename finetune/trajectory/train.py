@@ -234,6 +234,10 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
                 break
     model = TrajectoryModel.load(out / "model", device)
     scores = {split: score_split(model, data[split], notes, device) for split in ("val", "test")}
+    # Provenance in the model folder: what trained it and how it scored, beside the weights.
+    model.meta.training = {"config": cfg.to_dict(), "dataset": str(Path(cfg.data).resolve()), "best_epoch": best_epoch,
+                           "val": ranking_metrics(data["val"].y, scores["val"]), "git_sha": provenance(device)["git_sha"]}
+    model.save(out / "model")
     return {"kind": "model", "inputs": inputs, "dir": str(out / "model"), "best_epoch": best_epoch,
             "epochs_run": len(history), "history": history, "train_seconds": round(time.perf_counter() - start, 1),
             "parameters": sum(p.numel() for p in model.parameters()), "scores": scores}
