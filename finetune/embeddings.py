@@ -56,33 +56,50 @@ def quiet_from_pretrained(cls, folder: str | Path, **kwargs):
         hf_logging.set_verbosity(verbosity)
 
 
-def load_encoder(folder: str | Path, device: torch.device):
-    """(frozen ModernBertModel in eval mode, tokenizer) of a local transformers ModernBERT folder."""
+def load_encoder(folder: str | Path, device: torch.device, trainable: bool = False):
+    """(ModernBertModel, tokenizer) of a local transformers ModernBERT folder: frozen in eval mode, or with
+    `trainable` in train mode with gradients (fine-tuned with a downstream model)."""
     from transformers import AutoTokenizer
 
     from modeling import ModernBertModel
 
     if not Path(folder, "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json (a local ModernBERT folder is needed; the hub is not used)")
-    encoder = quiet_from_pretrained(ModernBertModel, folder).to(device).eval()
+    encoder = quiet_from_pretrained(ModernBertModel, folder).to(device).train(trainable)
     for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
+        parameter.requires_grad_(trainable)
     return encoder, AutoTokenizer.from_pretrained(folder)
 
 
+def piece_means(states: torch.Tensor, lengths: torch.Tensor, segment_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Notes laid end to end in `states` [total, hidden] (`lengths` [n] tokens each) -> (the mean state of each
+    consecutive `segment_tokens`-token piece of each note [n_pieces, hidden], pieces per note [n]). Differentiable:
+    the trajectory model runs it on a fine-tuned encoder's states."""
+    device = states.device
+    lengths = lengths.to(device=device, dtype=torch.long)
+    note_of = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    per_note = (lengths + segment_tokens - 1) // segment_tokens
+    piece = (torch.cumsum(per_note, 0) - per_note)[note_of] + (
+        torch.arange(len(states), device=device) - starts[note_of]) // segment_tokens
+    total = int(per_note.sum())
+    sums = torch.zeros(total, states.shape[1], device=device, dtype=states.dtype).index_add(0, piece, states)
+    counts = torch.bincount(piece, minlength=total).clamp_min(1).to(states.dtype)
+    return sums / counts.unsqueeze(1), per_note
+
+
 @torch.no_grad()
-def _note_states(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int,
-                 tokens_per_batch: int, dtype: torch.dtype, progress: bool):
-    """(note index, final states of all its chunks' tokens [n_tokens, hidden] fp32, chunk starts) for every text."""
+def _note_states(encoder, notes, chunk_length: int, tokens_per_batch: int, dtype: torch.dtype, progress: bool):
+    """(note index, final states of all its chunks' tokens [n_tokens, hidden] fp32, chunk starts) for every note of
+    `notes` (`finetune.icd.batches.TokenizedNotes`)."""
     from tqdm import tqdm
 
-    from finetune.icd.batches import collate, token_budget_batches, tokenize_notes
+    from finetune.icd.batches import collate, token_budget_batches
 
     if chunk_length < 3:
         raise ValueError(f"chunk_length must be at least 3 ([CLS] token [SEP]), got {chunk_length}")
     config = encoder.config
     device = next(encoder.parameters()).device
-    notes = tokenize_notes(tokenizer, texts, max_tokens)
     batches = token_budget_batches(np.diff(notes.offsets), max(tokens_per_batch, chunk_length), max_notes=256)
     for idx in tqdm(batches, desc="embedding", unit="batch", disable=not progress):
         batch = collate([notes.note(i) for i in idx], chunk_length, config.cls_token_id, config.sep_token_id)
@@ -102,9 +119,11 @@ def embed_texts(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk
     """[len(texts), hidden] float32 pooled embeddings (see the module docstring), in the texts' order."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    from finetune.icd.batches import tokenize_notes
+
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    for i, h, starts in _note_states(encoder, tokenizer, texts, max_tokens, chunk_length, tokens_per_batch, dtype,
-                                     progress):
+    notes = tokenize_notes(tokenizer, texts, max_tokens)
+    for i, h, starts in _note_states(encoder, notes, chunk_length, tokens_per_batch, dtype, progress):
         out[i] = (h.mean(0) if pooling == "mean" else h[starts].mean(0)).cpu().numpy()
     return out
 
@@ -115,16 +134,30 @@ def embed_segments(encoder, tokenizer, texts: Sequence[str], max_tokens: int, ch
     """Each note as the mean states of consecutive `segment_tokens`-token pieces (read in context: the encoder sees
     whole chunks), so one sentence is not averaged away over a long note: (vectors [total_segments, hidden] fp16,
     offsets int64 [len(texts) + 1]; note i is vectors[offsets[i]:offsets[i + 1]])."""
+    from finetune.icd.batches import tokenize_notes
+
+    return segments_of_tokens(encoder, tokenize_notes(tokenizer, texts, max_tokens), chunk_length, segment_tokens,
+                              tokens_per_batch=tokens_per_batch, dtype=dtype, progress=progress)
+
+
+def segments_of_tokens(encoder, notes, chunk_length: int, segment_tokens: int, rows=None,
+                       tokens_per_batch: int = 16384, dtype: torch.dtype = torch.float32, progress: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """`embed_segments` of already tokenized notes (`TokenizedNotes`); with `rows`, only those notes are read and the
+    others get no pieces (offsets still cover every note)."""
+    from finetune.icd.batches import TokenizedNotes
+
     if segment_tokens < 1:
         raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
-    pieces: list[np.ndarray | None] = [None] * len(texts)
-    for i, h, _ in _note_states(encoder, tokenizer, texts, max_tokens, chunk_length, tokens_per_batch, dtype,
-                                progress):
-        n = -(-len(h) // segment_tokens)
-        sums = torch.zeros(n, h.shape[1], device=h.device).index_add_(0, torch.arange(len(h), device=h.device) // segment_tokens, h)
-        counts = torch.bincount(torch.arange(len(h), device=h.device) // segment_tokens, minlength=n)
-        pieces[i] = (sums / counts.unsqueeze(1)).cpu().numpy().astype(np.float16)
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    wanted = np.arange(len(notes)) if rows is None else np.asarray(sorted(set(rows)), dtype=np.int64)
+    lengths = np.diff(notes.offsets)[wanted]
+    subset = TokenizedNotes(np.concatenate([notes.note(i) for i in wanted]) if len(wanted) else notes.ids[:0],
+                            np.concatenate(([0], np.cumsum(lengths))).astype(np.int64), lengths)
+    pieces: list[np.ndarray] = [np.zeros((0, encoder.config.hidden_size), np.float16)] * len(notes)
+    for i, h, _ in _note_states(encoder, subset, chunk_length, tokens_per_batch, dtype, progress):
+        means, _ = piece_means(h, torch.tensor([len(h)]), segment_tokens)
+        pieces[wanted[i]] = means.cpu().numpy().astype(np.float16)
+    offsets = np.zeros(len(notes) + 1, dtype=np.int64)
     np.cumsum([len(p) for p in pieces], out=offsets[1:])
     hidden = encoder.config.hidden_size
     return (np.concatenate(pieces) if pieces else np.zeros((0, hidden), np.float16)), offsets

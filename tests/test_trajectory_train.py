@@ -221,6 +221,69 @@ def test_predict_next_equals_the_runs_test_scores(run):
     assert n_checked >= 2
 
 
+def test_encoder_fine_tuned_end_to_end(run, tmp_path):
+    """model.finetune_encoder: the encoder trains with the visit model (its weights move), is saved as a stock
+    transformers folder inside the model folder, and `predict` reads notes through it exactly as the run scored."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from finetune.trajectory.data import read_categories, read_patients
+    from finetune.trajectory.predict import history_from_mimic, predict_next
+    from finetune.trajectory.train import main
+
+    out = tmp_path / "ft"
+    report = main(load_trajectory_config(DEMO, [*train_overrides(run.work), f"out={out}", "inputs=[both]",
+                                                "model.finetune_encoder=true", "train.epochs=1",
+                                                "train.encoder_lr=1e-3", "bootstrap_resamples=0"]))
+    folder = out / "both" / "model"
+    model = TrajectoryModel.load(folder)
+    assert model.meta.finetune_encoder and model.note_encoder_folder(folder) == str(folder / "encoder")
+    stock, info = transformers.AutoModel.from_pretrained(folder / "encoder", output_loading_info=True)
+    assert type(stock).__module__.startswith("transformers.") and not info["missing_keys"]
+    before, after = load_file(str(run.work / "encoder" / "model.safetensors")), load_file(
+        str(folder / "encoder" / "model.safetensors"))
+    # The encoder folder holds a bare ModernBertModel (keys without the MLM model's "model." prefix).
+    moved = [k for k in after if k.startswith("layers.") and not torch.equal(after[k], before[f"model.{k}"])]
+    assert moved, "the encoder did not train"
+    assert report["systems"]["model:both"]["parameters"] > sum(p.numel() for p in model.parameters())
+
+    scores = np.load(out / "test_scores_model_both.npy")
+    categories = [c["id"] for c in read_categories(run.work / "data")["categories"]]
+    patients = list(read_patients(run.work / "data", "test"))
+    index = max(range(len(patients)), key=lambda i: len(patients[i].visits))
+    row = scores[sum(len(p.visits) - 1 for p in patients[:index]) + 1]  # target visit 2: two past notes
+    visits, notes = history_from_mimic(run.work / "mimic", patients[index].subject_id, "ccs")
+    for r in predict_next(folder, visits[:2], notes, top_k=5, device="cpu"):
+        assert r["score"] == pytest.approx(row[categories.index(r["category"])], abs=1e-4)
+
+
+def test_fine_tuned_pieces_equal_the_frozen_path_and_carry_gradients(run):
+    """The pieces the model computes from token chunks (with gradients) are those `embed_segments` gives."""
+    from finetune.embeddings import embed_segments, load_encoder
+    from finetune.icd.batches import collate as collate_chunks
+    from finetune.icd.batches import tokenize_notes
+    from finetune.trajectory.data import read_notes
+
+    encoder, tokenizer = load_encoder(run.work / "encoder", torch.device("cpu"), trainable=True)
+    texts = [text for _, text in read_notes(run.work / "data")][:3]
+    meta = TrajectoryMeta(inputs="both", categories=["1"], category_names=["one"], tokens=["[PAD]", "[RARE]"],
+                          note_dim=32, hidden_size=16, layers=1, heads=2, dropout=0.0, max_visits=MAX_VISITS,
+                          segment_tokens=32)
+    model = TrajectoryModel(meta, note_encoder=encoder, tokenizer=tokenizer)
+    ids = tokenize_notes(tokenizer, texts, 300)
+    chunks = collate_chunks([ids.note(i) for i in range(len(texts))], 64, encoder.config.cls_token_id,
+                            encoder.config.sep_token_id)
+    encoder.eval()
+    segments, owners = model.note_pieces(chunks["input_ids"], chunks["cu_seqlens"], chunks["max_seqlen"],
+                                         chunks["note_chunks"], torch.tensor([5, 7, 9]))
+    vectors, offsets = embed_segments(encoder, tokenizer, texts, 300, 64, 32)
+    np.testing.assert_allclose(segments.detach().numpy(), vectors.astype(np.float32), rtol=0, atol=2e-3)
+    assert owners.tolist() == [5] * int(offsets[1]) + [7] * int(offsets[2] - offsets[1]) + [9] * int(
+        offsets[3] - offsets[2])
+    segments.sum().backward()
+    assert encoder.embeddings.tok_embeddings.weight.grad.abs().sum() > 0
+
+
 # --- the model itself: causal, and each ablation reads only its inputs
 
 N_CATEGORIES, NOTE_DIM = 6, 8

@@ -27,6 +27,11 @@ class TrajectoryModelConfig:
     # with note_queries learned queries (finetune/trajectory/model.py says why not one vector per note).
     segment_tokens: int = 128
     note_queries: int = 4
+    # Fine-tune the note encoder with the visit model (end to end, at train.encoder_lr) instead of reading cached
+    # pieces of a frozen one. Each training batch then runs the encoder over every note its histories read: a GPU
+    # job (lower train.batch_size or note_max_tokens if memory runs out); gradient_checkpointing recomputes layers.
+    finetune_encoder: bool = False
+    gradient_checkpointing: bool = False
     hidden_size: int = 128
     layers: int = 2
     heads: int = 4
@@ -41,6 +46,7 @@ class TrajectoryModelConfig:
 @dataclass
 class TrajectoryTrainConfig:
     lr: float = 1e-3
+    encoder_lr: float = 2e-5  # the note encoder's, with model.finetune_encoder
     weight_decay: float = 0.01
     epochs: int = 30
     batch_size: int = 32  # patients (each gives all its targets in one causal pass)
@@ -91,8 +97,8 @@ def check_trajectory_config(cfg: TrajectoryConfig) -> None:
             m.chunk_length < 16:
         raise ConfigError("model.max_visits, min_code_count, note_max_tokens, segment_tokens, note_queries must be "
                           ">= 1, chunk_length >= 16")
-    if t.lr <= 0 or t.weight_decay < 0 or t.epochs < 1 or t.batch_size < 1 or t.patience < 1:
-        raise ConfigError("train.lr must be > 0, weight_decay >= 0, epochs, batch_size, patience >= 1")
+    if t.lr <= 0 or t.encoder_lr <= 0 or t.weight_decay < 0 or t.epochs < 1 or t.batch_size < 1 or t.patience < 1:
+        raise ConfigError("train.lr and train.encoder_lr must be > 0, weight_decay >= 0, epochs, batch_size, patience >= 1")
     metric, _, k = t.select_metric.partition("@")
     if metric not in ("recall", "precision", "ndcg", "map", "mar") or not k.isdigit() or int(k) < 1:
         raise ConfigError(f"train.select_metric: expected e.g. mar@20 or recall@20, got {t.select_metric!r}")

@@ -36,6 +36,7 @@ from torch import nn
 GAP_EDGES = (7.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1825.0)
 AGE_STEP, AGE_BUCKETS = 5.0, 21  # 0-4, 5-9, ... 100+; index AGE_BUCKETS is "unknown"
 PAD, RARE = 0, 1  # input token ids
+ENCODER_FOLDER = "encoder"  # a fine-tuned note encoder, inside the model folder
 
 
 def gap_bucket(days: float | None) -> int:
@@ -68,6 +69,8 @@ class TrajectoryMeta:
     note_queries: int = 4
     vocabulary: str = "ccs"
     training: dict | None = None  # the training config, dataset, best epoch and its validation metrics
+    # The note encoder trained with the visit model (saved in the model folder's encoder/) instead of frozen.
+    finetune_encoder: bool = False
 
     @property
     def uses_notes(self) -> bool:
@@ -79,9 +82,14 @@ class TrajectoryMeta:
 
 
 class TrajectoryModel(nn.Module):
-    def __init__(self, meta: TrajectoryMeta, prior_log_odds: torch.Tensor | None = None):
+    def __init__(self, meta: TrajectoryMeta, prior_log_odds: torch.Tensor | None = None, note_encoder=None,
+                 tokenizer=None):
         super().__init__()
         self.meta = meta
+        # With `finetune_encoder`: the ModernBertModel that reads notes inside forward (and its tokenizer, saved
+        # beside it); otherwise notes arrive as cached piece vectors.
+        self.note_encoder = note_encoder
+        self.tokenizer = tokenizer
         d = meta.hidden_size
         self.codes = nn.EmbeddingBag(len(meta.tokens), d, mode="mean", padding_idx=PAD)
         self.note_proj = nn.Sequential(nn.LayerNorm(meta.note_dim), nn.Linear(meta.note_dim, d))
@@ -141,18 +149,32 @@ class TrajectoryModel(nn.Module):
         pooled = pooled.index_add(0, segment_visit, weights.unsqueeze(-1) * proj.unsqueeze(1))
         return self.note_out(pooled.flatten(1))
 
-    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor, segments: torch.Tensor,
-                segment_visit: torch.Tensor, has_note: torch.Tensor, gap: torch.Tensor, age: torch.Tensor,
-                present: torch.Tensor) -> torch.Tensor:
+    def note_pieces(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                    note_chunks: torch.Tensor, note_visit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fine-tuned encoder's pieces of a batch's notes (packed chunks, `finetune.icd.batches.collate`), with
+        gradients: the same pieces `finetune.embeddings.embed_segments` gives a frozen encoder."""
+        from finetune.embeddings import piece_means
+
+        states = self.note_encoder(input_ids=input_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen).last_hidden_state
+        lengths = cu_seqlens[note_chunks[1:].long()] - cu_seqlens[note_chunks[:-1].long()]
+        segments, per_note = piece_means(states.float(), lengths, self.meta.segment_tokens)
+        return segments, torch.repeat_interleave(note_visit, per_note)
+
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor, segments: torch.Tensor | None,
+                segment_visit: torch.Tensor | None, has_note: torch.Tensor, gap: torch.Tensor, age: torch.Tensor,
+                present: torch.Tensor, note_tokens: dict | None = None) -> torch.Tensor:
         """tokens [n] + offsets [B*T] (EmbeddingBag: visit b*T+t's tokens start at offsets[b*T+t]); segments
         [n_pieces, note_dim] of the notes of visits segment_visit [n_pieces] (flat b*T+t); has_note, gap, age [B, T];
         present [B, T, n_categories] (1 where visit t has the category) -> logits [B, T, n_categories] (position t
-        scores visit t + 1)."""
+        scores visit t + 1). With a fine-tuned encoder the notes come as `note_tokens` (the arguments of
+        `note_pieces`) instead of segments."""
         batch, length = gap.shape
         x = self.gap(gap) + self.age(age) + self.position(torch.arange(length, device=gap.device))
         if self.meta.uses_codes:
             x = x + self.codes(tokens, offsets).view(batch, length, -1)
         if self.meta.uses_notes:
+            if note_tokens is not None:
+                segments, segment_visit = self.note_pieces(**note_tokens)
             note = self.read_notes(segments, segment_visit, batch * length).view(batch, length, -1)
             x = x + torch.where(has_note.unsqueeze(-1), note, self.no_note)
         x = self.dropout(self.input_norm(x))
@@ -168,11 +190,18 @@ class TrajectoryModel(nn.Module):
         return logits
 
     def save(self, folder: str | Path) -> None:
+        """model.safetensors (the visit model) + trajectory.json; a fine-tuned note encoder goes to encoder/ as a
+        stock transformers ModernBERT folder (with its tokenizer), which `AutoModel` loads."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
+        state = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("note_encoder.")}
+        save_file(state, str(folder / "model.safetensors"))
+        if self.note_encoder is not None:
+            self.note_encoder.save_pretrained(folder / ENCODER_FOLDER)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(folder / ENCODER_FOLDER)
         (folder / "trajectory.json").write_text(json.dumps(asdict(self.meta), indent=1) + "\n", encoding="utf-8")
 
     @classmethod
@@ -187,3 +216,10 @@ class TrajectoryModel(nn.Module):
         model = cls(meta)
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model.to(device).eval()
+
+    def note_encoder_folder(self, model_folder: str | Path, override: str | Path | None = None) -> str | None:
+        """Where the encoder that reads this model's notes is: `override`, the model's own encoder/ (fine-tuned),
+        or the frozen encoder it was trained with."""
+        if override:
+            return str(override)
+        return str(Path(model_folder) / ENCODER_FOLDER) if self.meta.finetune_encoder else self.meta.encoder

@@ -8,8 +8,9 @@ The history comes from a MIMIC-IV tree (`--mimic DIR --subject-id ID`: every vis
 
 visits oldest first; `diagnoses` as "VERSION:CODE" (MIMIC's dotless codes); everything but `diagnoses` optional; a
 note may also be given as `"note_file": "path.txt"` (relative to the JSON file). The model reads the latest
-`max_visits` visits and scores the visit after the last one. Notes are embedded with the encoder the model was trained
-with (its folder is in the model's trajectory.json; `--encoder DIR` points elsewhere if it moved).
+`max_visits` visits and scores the visit after the last one. Notes are read by the encoder the model was trained with:
+its own `encoder/` folder when the encoder was fine-tuned with it, else the frozen encoder's folder named in
+trajectory.json (`--encoder DIR` points elsewhere if it moved).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def predict_next(model_dir: str | Path, visits: list[Visit], notes: dict[str, st
     pieces = NotePieces.empty(meta.note_dim)
     wanted = [v.note_id for v in visits if v.note_id in notes]
     if meta.uses_notes and wanted:
-        folder = encoder or meta.encoder
+        folder = model.note_encoder_folder(model_dir, encoder)
         if not folder or not Path(folder, "config.json").is_file():
             raise FileNotFoundError(f"the note encoder {folder} is missing; pass --encoder DIR (the model was "
                                     f"trained with {meta.encoder})")

@@ -112,9 +112,21 @@ class NotePieces:
         return cls(torch.zeros(0, dim, dtype=torch.float16), np.zeros(1, dtype=np.int64))
 
 
-def collate(windows: list[Window], notes: NotePieces, n_categories: int, note_dropout: float = 0.0,
+@dataclass
+class NoteTokens:
+    """The notes as token ids, for a model that fine-tunes its encoder (`model.finetune_encoder`): the batch carries
+    the chunks of the notes it reads and the model's encoder turns them into pieces."""
+
+    notes: object  # finetune.icd.batches.TokenizedNotes; row r is a note row of the windows
+    chunk_length: int
+    cls_id: int
+    sep_id: int
+
+
+def collate(windows: list[Window], notes: NotePieces | NoteTokens | None, n_categories: int, note_dropout: float = 0.0,
             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Padded batch of windows, with the pieces of the notes its visits read (row -1 = no note)."""
+    """Padded batch of windows, with the pieces (or, for a fine-tuned encoder, the token chunks) of the notes its
+    visits read (row -1 = no note; `notes` None: a model that reads no notes)."""
     length = max(len(w.gap) for w in windows)
     batch = len(windows)
     tokens, offsets = [], []
@@ -139,25 +151,45 @@ def collate(windows: list[Window], notes: NotePieces, n_categories: int, note_dr
     has_note = rows >= 0
     if note_dropout > 0:
         has_note &= torch.rand(rows.shape, generator=generator) >= note_dropout
-    pieces, owners = [], []
-    for flat, row in enumerate(rows.flatten().tolist()):
-        if row >= 0 and has_note.view(-1)[flat]:
+    read = [(flat, row) for flat, row in enumerate(rows.flatten().tolist()) if row >= 0 and has_note.view(-1)[flat]
+            and notes is not None]
+    out = {"tokens": torch.tensor(tokens, dtype=torch.long), "offsets": torch.tensor(offsets, dtype=torch.long),
+           "segments": None, "segment_visit": None, "note_tokens": None}
+    if isinstance(notes, NoteTokens):
+        from finetune.icd.batches import collate as collate_chunks
+
+        if read:
+            chunks = collate_chunks([notes.notes.note(row) for _, row in read], notes.chunk_length, notes.cls_id,
+                                    notes.sep_id)
+            out["note_tokens"] = {"input_ids": chunks["input_ids"], "cu_seqlens": chunks["cu_seqlens"],
+                                  "max_seqlen": chunks["max_seqlen"], "note_chunks": chunks["note_chunks"],
+                                  "note_visit": torch.tensor([flat for flat, _ in read], dtype=torch.long)}
+        else:
+            out["segments"], out["segment_visit"] = torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
+    else:
+        pieces, owners = [], []
+        for flat, row in read:
             start, end = int(notes.offsets[row]), int(notes.offsets[row + 1])
             pieces.append(notes.vectors[start:end])
             owners.append(torch.full((end - start,), flat, dtype=torch.long))
-    segments = torch.cat(pieces).float() if pieces else torch.zeros(0, notes.vectors.shape[1])
-    segment_visit = torch.cat(owners) if owners else torch.zeros(0, dtype=torch.long)
-    return {"tokens": torch.tensor(tokens, dtype=torch.long), "offsets": torch.tensor(offsets, dtype=torch.long),
-            "segments": segments, "segment_visit": segment_visit, "has_note": has_note, "gap": gap, "age": age, "present": present, "targets": targets, "valid": valid}
+        dim = notes.vectors.shape[1] if notes is not None else 1
+        out["segments"] = torch.cat(pieces).float() if pieces else torch.zeros(0, dim)
+        out["segment_visit"] = torch.cat(owners) if owners else torch.zeros(0, dtype=torch.long)
+    return {**out, "has_note": has_note, "gap": gap, "age": age, "present": present, "targets": targets, "valid": valid}
 
 
 def model_inputs(batch: dict, device: torch.device) -> dict:
-    return {k: batch[k].to(device) for k in ("tokens", "offsets", "segments", "segment_visit", "has_note", "gap", "age",
-                                             "present")}
+    def move(value):
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value.to(device) if isinstance(value, torch.Tensor) else value
+
+    return {k: move(batch[k]) for k in ("tokens", "offsets", "segments", "segment_visit", "has_note", "gap", "age",
+                                        "present", "note_tokens")}
 
 
 @torch.no_grad()
-def score_split(model: TrajectoryModel, data: SplitData, notes: NotePieces, device: torch.device,
+def score_split(model: TrajectoryModel, data: SplitData, notes: NotePieces | None, device: torch.device,
                 batch_size: int = 64) -> np.ndarray:
     """Sigmoid scores [n_samples, n_categories] in sample order."""
     model.eval()
@@ -187,22 +219,52 @@ def baseline_scores(name: str, data: SplitData, prior: np.ndarray) -> np.ndarray
 
 
 def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np.ndarray,
-                  title_vectors: np.ndarray | None, data: dict[str, SplitData], notes: NotePieces,
-                  device: torch.device, out: Path) -> dict:
-    """Train one input set with early stopping on validation; returns its result with val/test scores."""
+                  title_vectors: np.ndarray | None, data: dict[str, SplitData], notes: NotePieces | NoteTokens,
+                  device: torch.device, dtype: torch.dtype, out: Path) -> dict:
+    """Train one input set with early stopping on validation; returns its result with val/test scores. With
+    `NoteTokens` (model.finetune_encoder) the note encoder trains too, at train.encoder_lr; validation and test read
+    notes through the encoder as it is at that point (pieces recomputed without gradients)."""
+    from finetune.embeddings import load_encoder, segments_of_tokens
+
     t = cfg.train
     torch.manual_seed(t.seed)
     generator = torch.Generator().manual_seed(t.seed)
     rng = np.random.default_rng(t.seed)
     meta = TrajectoryMeta(inputs=inputs, **meta_base)
+    reads_notes = meta.uses_notes
+    finetune = reads_notes and isinstance(notes, NoteTokens)
+    note_encoder = tokenizer = None
+    if finetune:
+        note_encoder, tokenizer = load_encoder(cfg.model.encoder, device, trainable=True)
+        if cfg.model.gradient_checkpointing:
+            from modeling.model import enable_checkpointing
+
+            enable_checkpointing(note_encoder)
+        meta.finetune_encoder = True
     prior_log_odds = torch.from_numpy(np.log(prior / (1 - prior))).float()
-    model = TrajectoryModel(meta, prior_log_odds)
+    model = TrajectoryModel(meta, prior_log_odds, note_encoder, tokenizer)
     if title_vectors is not None and meta.uses_codes:
         model.init_code_embeddings(title_vectors)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    encoder_ids = {id(p) for p in note_encoder.parameters()} if finetune else set()
+    groups = [{"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": t.lr}]
+    if finetune:
+        groups.append({"params": list(note_encoder.parameters()), "lr": t.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     n_categories = data["train"].y.shape[1]
+    train_notes = notes if reads_notes else None
+
+    def scoring_notes(encoder, splits: tuple[str, ...]) -> NotePieces | None:
+        """What scoring reads: the cached pieces, or the pieces of these splits' notes by `encoder` as it is now."""
+        if not reads_notes or not isinstance(notes, NoteTokens):
+            return train_notes
+        encoder.eval()
+        rows = {r for split in splits for w in data[split].windows for r in w.note_rows if r >= 0}
+        vectors, offsets = segments_of_tokens(encoder, notes.notes, notes.chunk_length, meta.segment_tokens,
+                                              rows=rows, dtype=dtype)
+        return NotePieces(torch.from_numpy(vectors), offsets)
+
     best, best_epoch, history, since_best = -1.0, 0, [], 0
     start = time.perf_counter()
     for epoch in range(1, t.epochs + 1):
@@ -210,9 +272,10 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
         order = rng.permutation(len(data["train"].windows))
         losses = []
         for i in range(0, len(order), t.batch_size):
-            batch = collate([data["train"].windows[j] for j in order[i:i + t.batch_size]], notes, n_categories,
-                            t.note_dropout, generator)
-            logits = model(**model_inputs(batch, device))
+            batch = collate([data["train"].windows[j] for j in order[i:i + t.batch_size]], train_notes,
+                            n_categories, t.note_dropout, generator)
+            with torch.autocast(device.type, dtype=dtype, enabled=finetune and dtype != torch.float32):
+                logits = model(**model_inputs(batch, device)).float()
             valid = batch["valid"].to(device)
             loss = loss_fn(logits, batch["targets"].to(device)).sum(-1)[valid].mean()
             optimizer.zero_grad(set_to_none=True)
@@ -220,7 +283,8 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             losses.append(loss.item())
-        val = ranking_metrics(data["val"].y, score_split(model, data["val"], notes, device))
+        val = ranking_metrics(data["val"].y, score_split(model, data["val"], scoring_notes(note_encoder, ("val",)),
+                                                         device))
         history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
                         **{k: round(val[k], 4) for k in ("recall@20", "mar@20", "map@20")}})
         print(f"  [{inputs}] epoch {epoch}: loss {history[-1]['loss']:.4f}, val {t.select_metric} "
@@ -233,19 +297,23 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
             if since_best >= t.patience:
                 break
     model = TrajectoryModel.load(out / "model", device)
-    scores = {split: score_split(model, data[split], notes, device) for split in ("val", "test")}
+    best_encoder = load_encoder(model.note_encoder_folder(out / "model"), device)[0] if finetune else None
+    pieces = scoring_notes(best_encoder, ("val", "test"))
+    scores = {split: score_split(model, data[split], pieces, device) for split in ("val", "test")}
     # Provenance in the model folder: what trained it and how it scored, beside the weights.
     model.meta.training = {"config": cfg.to_dict(), "dataset": str(Path(cfg.data).resolve()), "best_epoch": best_epoch,
                            "val": ranking_metrics(data["val"].y, scores["val"]), "git_sha": provenance(device)["git_sha"]}
     model.save(out / "model")
     return {"kind": "model", "inputs": inputs, "dir": str(out / "model"), "best_epoch": best_epoch,
             "epochs_run": len(history), "history": history, "train_seconds": round(time.perf_counter() - start, 1),
-            "parameters": sum(p.numel() for p in model.parameters()), "scores": scores}
+            "parameters": sum(p.numel() for p in model.parameters())
+            + (sum(p.numel() for p in best_encoder.parameters()) if finetune else 0), "scores": scores}
 
 
-def _note_pieces(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patient], device: torch.device,
-                 dtype: torch.dtype, encoder) -> tuple[dict[str, int], NotePieces]:
-    """The pieces of every note a history reads (not the patients' last notes: nothing follows them)."""
+def _history_notes(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patient], device: torch.device,
+                   dtype: torch.dtype, encoder) -> tuple[dict[str, int], NotePieces | NoteTokens]:
+    """Every note a history reads (not the patients' last notes: nothing follows them), by row: the frozen encoder's
+    pieces (cached), or their token ids when the encoder is fine-tuned with the model."""
     from finetune.embeddings import cached_embeddings
 
     wanted = {v.note_id for p in all_patients for v in p.visits[:-1] if v.note_id is not None}
@@ -253,13 +321,21 @@ def _note_pieces(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patien
     for note_id, text in read_notes(dataset, wanted):
         ids.append(note_id)
         texts.append(text)
+    rows = {note_id: row for row, note_id in enumerate(ids)}
     m = cfg.model
+    if m.finetune_encoder:
+        from finetune.icd.batches import tokenize_notes
+
+        model, tokenizer = encoder
+        print(f"tokenizing {len(texts):,} notes for {m.encoder} (fine-tuned with the visit model)", flush=True)
+        return rows, NoteTokens(tokenize_notes(tokenizer, texts, m.note_max_tokens), m.chunk_length,
+                                model.config.cls_token_id, model.config.sep_token_id)
     print(f"embedding {len(texts):,} notes with the frozen encoder {m.encoder} (cached in {cfg.out}/cache)",
           flush=True)
     vectors, offsets = cached_embeddings(Path(cfg.out) / "cache", m.encoder, texts, m.note_max_tokens,
                                          m.chunk_length, "mean", device, dtype, progress=True, encoder=encoder,
                                          segment_tokens=m.segment_tokens)
-    return {note_id: row for row, note_id in enumerate(ids)}, NotePieces(torch.from_numpy(vectors), offsets)
+    return rows, NotePieces(torch.from_numpy(vectors), offsets)
 
 
 def token_titles(tokens: list[str], category_names: dict[str, str]) -> list[str]:
@@ -311,9 +387,9 @@ def main(cfg: TrajectoryConfig) -> dict:
     encoder = load_encoder(m.encoder, device) if uses_encoder else None
     note_rows, notes = {}, NotePieces.empty()
     if any(i in ("both", "notes") for i in cfg.inputs):
-        note_rows, notes = _note_pieces(cfg, dataset, [p for s in SPLITS for p in patients[s]], device, dtype,
-                                        encoder)
-    note_dim = notes.vectors.shape[1]
+        note_rows, notes = _history_notes(cfg, dataset, [p for s in SPLITS for p in patients[s]], device, dtype,
+                                          encoder)
+    note_dim = encoder[0].config.hidden_size if encoder is not None else notes.vectors.shape[1]
     title_vectors = None
     if m.title_init and encoder is not None:
         from finetune.embeddings import cached_embeddings
@@ -350,7 +426,7 @@ def main(cfg: TrajectoryConfig) -> dict:
             with np.load(folder / "scores.npz") as scores:
                 result["scores"] = {split: scores[split] for split in ("val", "test")}
         else:
-            result = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device, folder)
+            result = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device, dtype, folder)
             np.savez(folder / "scores.npz", **result["scores"])
             done.write_text(json.dumps({**{k: v for k, v in result.items() if k != "scores"}, "run_key": run_key},
                                        indent=1) + "\n")
