@@ -1,13 +1,14 @@
 """`cmbert finetune trajectory train --config ...`: the visit-sequence model with codes, notes or both, next to the
 baselines, on one split; writes `<out>/report.json`, `<out>/comparison.png` and one model folder per input set.
 
-    build (inputs vocabulary, note and title embeddings, windows) -> per input set: train with early stopping on the
-    validation metric, keep the best epoch -> score val/test -> baselines -> paired bootstrap -> report
+    build (inputs vocabulary, note pieces from the frozen encoder or note tokens for a fine-tuned one, title
+    embeddings, windows) -> per input set: train with early stopping on the validation metric, keep the best epoch
+    -> score val/test -> baselines -> paired bootstrap -> report
 
 Samples are (patient, visit t >= 1) in patient order then t (`finetune.trajectory.data`). Each target reads its latest
 `max_visits` past visits: training reads a patient in windows of `max_visits + 1` visits that overlap by one (every
-target once, one pass each), scoring gives each target beyond the first window a window of its own. Baselines, scored on the same samples (ties broken by the training frequency, so each ranks every
-category):
+target once, one pass each), scoring gives each target beyond the first window a window of its own. Baselines,
+scored on the same samples (ties broken by the training frequency, so each ranks every category):
 - repeat_last: the categories of the previous visit;
 - patient_frequent: the patient's categories by how many past visits (the latest `max_visits`) had them;
 - population: the categories by training frequency (the same ranking for everyone).
