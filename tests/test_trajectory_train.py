@@ -246,6 +246,7 @@ def test_encoder_fine_tuned_end_to_end(run, tmp_path):
     moved = [k for k in after if k.startswith("layers.") and not torch.equal(after[k], before[f"model.{k}"])]
     assert moved, "the encoder did not train"
     assert report["systems"]["model:both"]["parameters"] > sum(p.numel() for p in model.parameters())
+    assert report["quality_bar"] is None  # no codes-only model to compare with
 
     scores = np.load(out / "test_scores_model_both.npy")
     categories = [c["id"] for c in read_categories(run.work / "data")["categories"]]
