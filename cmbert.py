@@ -183,12 +183,12 @@ def _trajectory_train(args: argparse.Namespace) -> None:
 
 
 def _predict_trajectory(args: argparse.Namespace) -> None:
-    from finetune.trajectory.model import TrajectoryModel
+    from finetune.trajectory.model import TrajectoryMeta
     from finetune.trajectory.predict import history_from_json, history_from_mimic, predict_next
 
     if (args.history is None) == (args.mimic is None or args.subject_id is None):
         raise ValueError("give either --history FILE or both --mimic DIR and --subject-id ID")
-    vocabulary = TrajectoryModel.load(args.model).meta.vocabulary
+    vocabulary = TrajectoryMeta.read(args.model).vocabulary
     visits, notes = (history_from_json(args.history, vocabulary) if args.history else
                      history_from_mimic(args.mimic, args.subject_id, vocabulary))
     ranked = predict_next(args.model, visits, notes, top_k=args.top_k, encoder=args.encoder, device=args.device)

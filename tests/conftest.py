@@ -35,6 +35,25 @@ def tiny_config(**overrides) -> ModernBertConfig:
     return ModernBertConfig(**values)
 
 
+def save_tiny_encoder(folder: Path, tokenizer_folder: Path) -> Path:
+    """A randomly initialised 2-layer width-32 ModernBERT MLM folder with a real tokenizer (its special-token ids in
+    the config), the encoder the fine-tuning tests train on."""
+    from transformers import AutoTokenizer
+
+    from modeling import ModernBertForMaskedLM, set_special_token_ids
+    from pretrain.tokenizer import padded_vocab_size, save_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    config = ModernBertConfig(vocab_size=padded_vocab_size(len(tokenizer)), hidden_size=32, intermediate_size=48,
+                              num_hidden_layers=2, num_attention_heads=2, local_attention=16,
+                              max_position_embeddings=128, global_attn_every_n_layers=2)
+    set_special_token_ids(config, tokenizer)
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(config).save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
+    return folder
+
+
 @torch.no_grad()
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter O(1)-scale random values. At init scale (std 0.02) attention is nearly uniform, which

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_encoder
 
 from finetune.icd.config import load_icd_config
 from pretrain.config import ConfigError
@@ -21,24 +22,13 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "icd" / "d
 @pytest.fixture(scope="module")
 def icd(small_shards, tmp_path_factory):
     """A prepared ICD-10 dataset of 200 synthetic patients and a tiny encoder folder with a real tokenizer."""
-    from transformers import AutoTokenizer, ModernBertConfig
-
     from finetune.icd.data import prepare_icd_dataset
-    from modeling import ModernBertForMaskedLM, set_special_token_ids
     from pretrain.synth import synthesize_mimic
-    from pretrain.tokenizer import padded_vocab_size, save_tokenizer
 
     work = tmp_path_factory.mktemp("icd")
     synthesize_mimic(work / "mimic", patients=200, seed=3)
     prepare_icd_dataset(work / "mimic", work / "data", version=10, min_count=5, verbose=False)
-    tokenizer = AutoTokenizer.from_pretrained(small_shards / "tokenizer")
-    config = ModernBertConfig(vocab_size=padded_vocab_size(len(tokenizer)), hidden_size=32, intermediate_size=48,
-                              num_hidden_layers=2, num_attention_heads=2, local_attention=16,
-                              max_position_embeddings=128, global_attn_every_n_layers=2)
-    set_special_token_ids(config, tokenizer)
-    torch.manual_seed(0)
-    ModernBertForMaskedLM(config).save_pretrained(work / "encoder")
-    save_tokenizer(tokenizer, work / "encoder")
+    save_tiny_encoder(work / "encoder", small_shards / "tokenizer")
     return work
 
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
+from conftest import randomize_, save_tiny_encoder
 
 from finetune.trajectory.config import load_trajectory_config
 from finetune.trajectory.model import TrajectoryMeta, TrajectoryModel
@@ -52,24 +52,13 @@ def note_cache_files(out: Path) -> list[Path]:
 def run(small_shards, tmp_path_factory, cmbert):
     """A prepared trajectory dataset of 120 synthetic patients, a tiny encoder with a real tokenizer, and one training
     run of every input set and baseline through the console script."""
-    from transformers import AutoTokenizer, ModernBertConfig
-
     from finetune.trajectory.data import prepare_trajectories
-    from modeling import ModernBertForMaskedLM, set_special_token_ids
     from pretrain.synth import synthesize_mimic
-    from pretrain.tokenizer import padded_vocab_size, save_tokenizer
 
     work = tmp_path_factory.mktemp("trajectory")
     synthesize_mimic(work / "mimic", patients=120, seed=7)
     prepare_trajectories(work / "mimic", work / "data", verbose=False)
-    tokenizer = AutoTokenizer.from_pretrained(small_shards / "tokenizer")
-    config = ModernBertConfig(vocab_size=padded_vocab_size(len(tokenizer)), hidden_size=32, intermediate_size=48,
-                              num_hidden_layers=2, num_attention_heads=2, local_attention=16,
-                              max_position_embeddings=128, global_attn_every_n_layers=2)
-    set_special_token_ids(config, tokenizer)
-    torch.manual_seed(0)
-    ModernBertForMaskedLM(config).save_pretrained(work / "encoder")
-    save_tokenizer(tokenizer, work / "encoder")
+    save_tiny_encoder(work / "encoder", small_shards / "tokenizer")
     proc = cmbert("finetune", "trajectory", "train", "--config", DEMO, *train_overrides(work))
     return SimpleNamespace(work=work, out=work / "out", proc=proc)
 

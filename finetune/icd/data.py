@@ -55,10 +55,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import re
-import shutil
 import statistics
 import sys
 import zlib
@@ -70,6 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune.datasets import build_atomically, check_output, check_split_sizes, gzip_text_writer, mimic_table
 from pretrain.ontology import MIMIC_CODE_SYSTEMS, dotted
 from pretrain.readers import SkipCounter, read_icd_codes, read_icd_dictionary, read_mimic_notes
 
@@ -260,13 +259,9 @@ class _CodeTable:
         return {kind: duplicates[kind] for kind in KINDS}
 
 
-def _input_table(mimic: Path, name: str) -> Path:
-    """`mimic/name.csv.gz`, or the plain `.csv` (the readers detect gzip by content)."""
-    for suffix in (".csv.gz", ".csv"):
-        if (mimic / f"{name}{suffix}").is_file():
-            return mimic / f"{name}{suffix}"
-    raise FileNotFoundError(f"{mimic / (name + '.csv.gz')}: no such file (the MIMIC-IV tree needs hosp/diagnoses_icd, "
-                            "hosp/procedures_icd, hosp/d_icd_diagnoses, hosp/d_icd_procedures and note/discharge)")
+# A missing required table's error says what the ICD builder reads.
+_NEEDS = ("the MIMIC-IV tree needs hosp/diagnoses_icd, hosp/procedures_icd, hosp/d_icd_diagnoses, "
+          "hosp/d_icd_procedures and note/discharge")
 
 
 def _check_arguments(version: int, min_count: int, top_k: int | None, preprocess: str, max_words: int | None,
@@ -281,22 +276,7 @@ def _check_arguments(version: int, min_count: int, top_k: int | None, preprocess
         raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {preprocess!r}")
     if max_words is not None and max_words < 1:
         raise ValueError(f"max_words must be at least 1, got {max_words}")
-    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
-        raise ValueError(f"test_size and val_size must be in (0, 1) with a sum below 1, got {test_size} and {val_size}")
-
-
-def _check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an OUT that holds something else, or a finished dataset unless `overwrite`."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    # Overwriting deletes the folder: only one that holds our files and nothing else.
-    names = {entry.name for entry in out.iterdir()}
-    if not {"report.json", "labels.json"} <= names or not names <= set(DATASET_FILES):
-        raise FileExistsError(f"{out}: folder exists and is not an ICD dataset; choose an empty or new folder")
-    if not overwrite:
-        raise FileExistsError(f"{out}: an ICD dataset is already there (pass overwrite to rebuild it)")
+    check_split_sizes(test_size, val_size)
 
 
 def _split_patients(patient_columns: list[np.ndarray], n_labels: int, seed: int, test_size: float,
@@ -336,16 +316,6 @@ def _words_summary(words: list[int]) -> dict:
         return {"mean": 0.0, "median": 0.0, "p95": 0.0, "max": 0}
     return {"mean": round(statistics.fmean(words), 1), "median": round(float(np.median(words)), 1),
             "p95": round(float(np.percentile(words, 95)), 1), "max": max(words)}
-
-
-def gzip_text_writer(path: Path) -> io.TextIOWrapper:
-    """A gzip text file whose bytes depend on its content only (no timestamp, no file name in the header). Closing
-    it closes the file on disk too: GzipFile leaves a file object it was handed open unless it is its `myfileobj`
-    (what `gzip.open(filename)` sets), and an unclosed file loses its last buffered bytes until garbage collection."""
-    raw = open(path, "wb")
-    zipped = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
-    zipped.myfileobj = raw
-    return io.TextIOWrapper(zipped, encoding="utf-8", newline="\n")
 
 
 def _build_dataset(work: Path, inputs: dict[str, tuple[Path, Path]], notes_path: Path, version: int, min_count: int,
@@ -552,34 +522,18 @@ def prepare_icd_dataset(mimic: str | Path, out: str | Path, version: int, min_co
     mimic, out = Path(mimic), Path(out)
     if not mimic.is_dir():
         raise FileNotFoundError(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
-    inputs = {kind: (_input_table(mimic, codes), _input_table(mimic, dictionary))
+    inputs = {kind: (mimic_table(mimic, codes, _NEEDS), mimic_table(mimic, dictionary, _NEEDS))
               for kind, (codes, dictionary, _) in TABLES.items()}
-    notes_path = _input_table(mimic, NOTES_TABLE)
-    _check_output(out, overwrite)
+    notes_path = mimic_table(mimic, NOTES_TABLE, _NEEDS)
+    check_output(out, overwrite, DATASET_FILES, {"report.json", "labels.json"}, "an ICD dataset")
 
     def log(message: str) -> None:
         if verbose:
             print(f"icd prepare: {message}", file=sys.stderr, flush=True)
 
-    work = out.with_name(out.name + ".partial")
-    if work.exists():
-        if not (work / PARTIAL_MARKER).is_file():
-            raise FileExistsError(f"{work}: exists and was not left by an earlier `icd prepare`; move it away")
-        log(f"removing {work} left by an interrupted run")
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    (work / PARTIAL_MARKER).touch()
-    try:
-        report = _build_dataset(work, inputs, notes_path, version, min_count, top_k, preprocess, max_words, seed,
-                                test_size, val_size, log)
-        (work / PARTIAL_MARKER).unlink()
-        (work / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)  # a failed run leaves nothing (a killed one leaves OUT.partial)
-        raise
-    if out.exists():  # empty, or an earlier dataset the caller asked to overwrite (checked above)
-        shutil.rmtree(out)
-    work.rename(out)
+    report = build_atomically(out, PARTIAL_MARKER, "icd prepare", lambda work: _build_dataset(
+        work, inputs, notes_path, version, min_count, top_k, preprocess, max_words, seed, test_size, val_size, log),
+        log)
     fractions = ", ".join(f"{split} {report['splits'][split]['patient_fraction']:.3f}" for split in SPLITS)
     log(f"wrote {out}: {report['notes']['kept']:,} notes, {report['labels']:,} codes, patients {fractions}")
     return report

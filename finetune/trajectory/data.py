@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -51,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.icd.data import gzip_text_writer
+from finetune.datasets import build_atomically, check_output, check_split_sizes, gzip_text_writer, mimic_table
 from finetune.trajectory.vocab import VOCABULARIES, CodeMapper, describe
 from pretrain.readers import (
     ReadError,
@@ -126,14 +125,8 @@ def read_notes(dataset: str | Path, note_ids: set[str] | None = None) -> Iterato
 
 
 def _table(mimic: Path, name: str, required: bool = True) -> Path | None:
-    """`mimic/name.csv.gz`, or the plain `.csv` (the readers detect gzip by content)."""
-    for suffix in (".csv.gz", ".csv"):
-        if (mimic / f"{name}{suffix}").is_file():
-            return mimic / f"{name}{suffix}"
-    if required:
-        raise FileNotFoundError(f"{mimic / (name + '.csv.gz')}: no such file (a trajectory dataset needs hosp/"
-                                "admissions, hosp/patients, hosp/diagnoses_icd and hosp/d_icd_diagnoses)")
-    return None
+    return mimic_table(mimic, name, "a trajectory dataset needs hosp/admissions, hosp/patients, hosp/diagnoses_icd "
+                                    "and hosp/d_icd_diagnoses", required)
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -164,21 +157,7 @@ def _check_arguments(vocabulary: str, min_visits: int, test_size: float, val_siz
         raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
     if min_visits < 2:
         raise ValueError(f"min_visits must be at least 2 (a history and a target), got {min_visits}")
-    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
-        raise ValueError(f"test_size and val_size must be in (0, 1) with a sum below 1, got {test_size} and {val_size}")
-
-
-def _check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an OUT that holds something else, or a finished dataset unless `overwrite`."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    names = {entry.name for entry in out.iterdir()}
-    if "report.json" not in names or not names <= set(DATASET_FILES):
-        raise FileExistsError(f"{out}: folder exists and is not a trajectory dataset; choose an empty or new folder")
-    if not overwrite:
-        raise FileExistsError(f"{out}: a trajectory dataset is already there (pass overwrite to rebuild it)")
+    check_split_sizes(test_size, val_size)
 
 
 def _assign_splits(subjects: list[int], fixed: dict[int, str] | None, seed: int, test_size: float,
@@ -409,29 +388,14 @@ def prepare_trajectories(mimic: str | Path, out: str | Path, vocabulary: str = "
     for path in split_files:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such split file")
-    _check_output(out, overwrite)
+    check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a trajectory dataset")
 
     def log(message: str) -> None:
         if verbose:
             print(f"trajectory prepare: {message}", file=sys.stderr, flush=True)
 
-    work = out.with_name(out.name + ".partial")
-    if work.exists():
-        if not (work / PARTIAL_MARKER).is_file():
-            raise FileExistsError(f"{work}: exists and was not left by an earlier `trajectory prepare`; move it away")
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    (work / PARTIAL_MARKER).touch()
-    try:
-        report = _build(work, mimic, vocabulary, min_visits, seed, test_size, val_size, split_files, log)
-        (work / PARTIAL_MARKER).unlink()
-        (work / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+    report = build_atomically(out, PARTIAL_MARKER, "trajectory prepare", lambda work: _build(
+        work, mimic, vocabulary, min_visits, seed, test_size, val_size, split_files, log), log)
     log(f"wrote {out}: {report['categories']} {vocabulary} categories; " + ", ".join(
         f"{s} {v['patients']} patients / {v['samples']} samples" for s, v in report["splits"].items()))
     return report

@@ -72,6 +72,15 @@ class TrajectoryMeta:
     # The note encoder trained with the visit model (saved in the model folder's encoder/) instead of frozen.
     finetune_encoder: bool = False
 
+    @classmethod
+    def read(cls, folder: str | Path) -> TrajectoryMeta:
+        """The meta of a saved model folder (its trajectory.json), without loading the weights."""
+        path = Path(folder) / "trajectory.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: no trajectory.json (a `cmbert finetune trajectory train` model folder "
+                                    "is expected, e.g. runs/trajectory/both/model)")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
     @property
     def uses_notes(self) -> bool:
         return self.inputs in ("both", "notes")
@@ -209,11 +218,7 @@ class TrajectoryModel(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        if not (folder / "trajectory.json").is_file():
-            raise FileNotFoundError(f"{folder}: no trajectory.json (a `cmbert finetune trajectory train` model folder "
-                                    "is expected, e.g. runs/trajectory/both/model)")
-        meta = TrajectoryMeta(**json.loads((folder / "trajectory.json").read_text(encoding="utf-8")))
-        model = cls(meta)
+        model = cls(TrajectoryMeta.read(folder))
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model.to(device).eval()
 

@@ -1,0 +1,78 @@
+"""What the task dataset builders (`finetune icd prepare`, `finetune trajectory prepare`) share: finding a MIMIC-IV
+table, refusing an output folder that is not theirs, building into OUT.partial/ and renaming it at the end, and gzip
+files whose bytes depend on their content only."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+
+def mimic_table(mimic: Path, name: str, needs: str, required: bool = True) -> Path | None:
+    """`mimic/name.csv.gz`, or the plain `.csv` (the readers detect gzip by content); None for a missing optional
+    table. `needs` ends the error of a missing required one (which tables the builder reads)."""
+    for suffix in (".csv.gz", ".csv"):
+        if (mimic / f"{name}{suffix}").is_file():
+            return mimic / f"{name}{suffix}"
+    if required:
+        raise FileNotFoundError(f"{mimic / (name + '.csv.gz')}: no such file ({needs})")
+    return None
+
+
+def check_split_sizes(test_size: float, val_size: float) -> None:
+    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
+        raise ValueError(f"test_size and val_size must be in (0, 1) with a sum below 1, got {test_size} and {val_size}")
+
+
+def check_output(out: Path, overwrite: bool, files: tuple[str, ...], required: set[str], kind: str) -> None:
+    """Refuse an OUT that holds something else, or a finished dataset unless `overwrite`. Overwriting deletes the
+    folder: only one that holds the `required` files and nothing but `files` counts as a `kind` dataset."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    names = {entry.name for entry in out.iterdir()}
+    if not required <= names or not names <= set(files):
+        raise FileExistsError(f"{out}: folder exists and is not {kind}; choose an empty or new folder")
+    if not overwrite:
+        raise FileExistsError(f"{out}: {kind} is already there (pass overwrite to rebuild it)")
+
+
+def build_atomically(out: Path, marker: str, command: str, build: Callable[[Path], dict],
+                     log: Callable[[str], None]) -> dict:
+    """Run `build(work)` in OUT.partial/ (marked as ours by the file `marker`), write its report to report.json last,
+    then replace OUT with it: a killed run never leaves a folder that looks complete, and a rerun removes what it
+    left. A failed run leaves nothing."""
+    work = out.with_name(out.name + ".partial")
+    if work.exists():
+        if not (work / marker).is_file():
+            raise FileExistsError(f"{work}: exists and was not left by an earlier `{command}`; move it away")
+        log(f"removing {work} left by an interrupted run")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / marker).touch()
+    try:
+        report = build(work)
+        (work / marker).unlink()
+        (work / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a failed run leaves nothing (a killed one leaves OUT.partial)
+        raise
+    if out.exists():  # empty, or an earlier dataset the caller asked to overwrite (checked by check_output)
+        shutil.rmtree(out)
+    work.rename(out)
+    return report
+
+
+def gzip_text_writer(path: Path) -> io.TextIOWrapper:
+    """A gzip text file whose bytes depend on its content only (no timestamp, no file name in the header). Closing
+    it closes the file on disk too: GzipFile leaves a file object it was handed open unless it is its `myfileobj`
+    (what `gzip.open(filename)` sets), and an unclosed file loses its last buffered bytes until garbage collection."""
+    raw = open(path, "wb")
+    zipped = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
+    zipped.myfileobj = raw
+    return io.TextIOWrapper(zipped, encoding="utf-8", newline="\n")
