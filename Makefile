@@ -1,8 +1,8 @@
 # The README's commands. Everything runs from .venv at the repository root, which `make setup` creates.
-# On a GPU box: make setup TORCH_SPEC="torch==2.11.0" EXTRAS=dev,gpu  (flash-attn builds against that torch)
+# On a GPU box: make setup TORCH_SPEC="torch==2.11.0" EXTRAS=dev,fl,gpu  (flash-attn builds against that torch)
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,fl
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

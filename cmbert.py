@@ -182,6 +182,31 @@ def _trajectory_train(args: argparse.Namespace) -> None:
     print(format_table(trajectory_main(parse_args(["--config", args.config, *args.overrides]))))
 
 
+def _federated_train(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
+        raise ValueError("the federated recipe needs Flower's simulation runtime: pip install -e '.[fl]' "
+                         "(flwr[simulation]; `make setup` installs it)")
+    from finetune.federated.train import format_table, parse_args
+    from finetune.federated.train import main as federated_main
+
+    print(format_table(federated_main(parse_args(["--config", args.config, *args.overrides]))))
+
+
+def _federated_site(args: argparse.Namespace) -> None:
+    from finetune.federated.config import EmbeddingConfig
+    from finetune.federated.data import build_site
+    from finetune.federated.train import embedder
+    from pretrain.wheel_data import default_cache_dir
+
+    embedding = EmbeddingConfig(model=args.model, pooling=args.pooling, max_tokens=args.max_tokens,
+                                chunk_length=args.chunk_length)
+    cache = Path(args.cache) if args.cache else default_cache_dir() / "embeddings"
+    report = build_site(args.data, args.labels, embedder(embedding, cache, args.device), args.out)
+    print(json.dumps(report, indent=1))
+
+
 def _predict_trajectory(args: argparse.Namespace) -> None:
     from finetune.trajectory.model import TrajectoryMeta
     from finetune.trajectory.predict import history_from_json, history_from_mimic, predict_next
@@ -198,6 +223,20 @@ def _predict_trajectory(args: argparse.Namespace) -> None:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     else:
         print(text)
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from finetune.embeddings import embed_file
+
+    # Options left out keep embed_file's defaults (importing them here would load torch for every command).
+    options = {"pooling": args.pooling, "max_tokens": args.max_tokens, "chunk_length": args.chunk_length,
+               "tokens_per_batch": args.batch_tokens}
+    s = embed_file(args.model, args.input, args.out, cache_dir=args.cache, device=args.device,
+                   precision=args.precision, **{k: v for k, v in options.items() if v is not None})
+    skipped = ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items())
+    cache = "cache hit, nothing embedded" if s["cache_hit"] else "embedded and cached"
+    print(f"{s['count']:,} notes" + (f" ({skipped} skipped)" if skipped else "") +
+          f" -> {args.out}: {s['dim']}-d {s['pooling']} embeddings ({cache}: {s['cache_file']})", file=sys.stderr)
 
 
 # finetune.icd.batches.device_and_dtype checks the value; importing it here would load torch for every command.
@@ -365,6 +404,34 @@ def build_parser() -> argparse.ArgumentParser:
     t_train.add_argument("--config", required=True, help="a YAML preset in configs/finetune/trajectory/")
     t_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. inputs=[codes]")
 
+    federated = finetune.add_parser(
+        "federated", help="ICD coding from frozen note embeddings: MLP heads trained centrally and federated over "
+                          "simulated hospitals with Flower (FedAvg / FedProx)",
+        description="ICD coding from frozen note embeddings, centralized vs federated (Flower)")
+    federated_verbs = federated.add_subparsers(dest="federated_command", required=True, metavar="VERB")
+    f_train = _add(federated_verbs, "train", "embed the ICD dataset's notes once, train the heads centrally and in a "
+                   "Flower simulation (IID and non-IID sites) on the same splits; writes report.json, models, results",
+                   "cmbert finetune federated train --config configs/finetune/federated/demo.yaml "
+                   "data=runs/demo/icd-data embedding.model=runs/demo/model", _federated_train)
+    f_train.add_argument("--config", required=True, help="a YAML preset in configs/finetune/federated/")
+    f_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                         help="dotted overrides, e.g. federated.clients=8 federated.strategy=fedprox heads=[mlp]")
+
+    f_site = _add(federated_verbs, "site", "one hospital's site file for a real federation: its own ICD dataset's "
+                  "train and val notes embedded, its codes mapped onto the federation's labels.json",
+                  "cmbert finetune federated site --data /site/icd10-data --labels federation/labels.json "
+                  "--model models/clinical-modernbert --out /site/site.npz", _federated_site)
+    f_site.add_argument("--data", required=True, help="the site's own `cmbert finetune icd prepare` folder")
+    f_site.add_argument("--labels", required=True, help="the label list every site shares (a labels.json, or a "
+                                                        "dataset folder holding one)")
+    f_site.add_argument("--model", required=True, help="the encoder every site embeds with (a local folder)")
+    f_site.add_argument("--out", required=True, help="the site file (.npz) its SuperNode reads (node config data-path)")
+    f_site.add_argument("--pooling", default="mean", help="mean, cls or chunk_mean: as the federation agreed")
+    f_site.add_argument("--max-tokens", type=int, default=8192)
+    f_site.add_argument("--chunk-length", type=int, default=0, help="0: the model's context")
+    f_site.add_argument("--cache", help="embedding cache (default: $CMBERT_CACHE/embeddings)")
+    f_site.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
     predict = _subcommands(commands, "predict", "run a fine-tuned model on new notes")
     predict_icd = _add(predict, "icd", "ICD codes with titles and scores for notes: those above the model's "
                        "threshold, or the K best with --top-k", "cmbert predict icd --model "
@@ -391,6 +458,30 @@ def build_parser() -> argparse.ArgumentParser:
     predict_traj.add_argument("--encoder", help="the note encoder folder, if it moved since training")
     predict_traj.add_argument("--out", help="write the JSON here instead of stdout")
     predict_traj.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    embed = commands.add_parser(
+        "embed", help="pooled note embeddings from an encoder folder (ours, any ModernBERT, or another transformers "
+                      "encoder such as BERT / E5 / BGE), batched and cached on disk",
+        description="Pooled note embeddings (mean, cls or chunk_mean over chunks of the model's context), cached by "
+                    "model hash and text so a rerun reads them back.\n\nExample: cmbert embed --model "
+                    "runs/phase2-8k/model --input notes.csv --out embeddings.npz --pooling chunk_mean",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    embed.add_argument("--model", required=True, help="a local transformers model folder (never a hub name)")
+    embed.add_argument("--input", required=True,
+                       help="a notes CSV (note_id, text columns), a JSONL of {id, text}, one .txt note, or -")
+    embed.add_argument("--out", required=True, help="FILE.npz (ids, embeddings, meta) or FILE.jsonl / FILE.jsonl.gz "
+                                                    "({id, embedding} per line)")
+    embed.add_argument("--pooling", help="mean (default: every token of every chunk), cls (each chunk's first "
+                                         "token, averaged) or chunk_mean (each chunk's mean, averaged)")
+    embed.add_argument("--max-tokens", type=int, help="tokens read per note (default: 8,192, ModernBERT's context: "
+                                                      "a MIMIC-IV discharge summary whole, a runaway note capped)")
+    embed.add_argument("--chunk-length", type=int, help="tokens per chunk, specials included (default and "
+                                                        "maximum: the model's context)")
+    embed.add_argument("--cache", help="cache folder (default: $CMBERT_CACHE/embeddings or ~/.cache/cmbert/embeddings)")
+    embed.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    embed.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    embed.add_argument("--batch-tokens", type=int, help="tokens per forward pass (default: 16,384)")
+    embed.set_defaults(func=_embed)
     return parser
 
 

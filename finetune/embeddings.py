@@ -1,21 +1,36 @@
-"""Pooled note embeddings from a frozen ModernBERT encoder, cached on disk by model and text.
+"""Pooled note embeddings from a frozen encoder (ours, any ModernBERT, or another local transformers encoder), cached
+on disk by model and text; `cmbert embed` (`embed_file`) writes them for a file of notes.
 
 A note is tokenized without special tokens, cut at `max_tokens`, and read in chunks of `chunk_length` tokens ([CLS]
 piece [SEP], each chunk its own document: `finetune.icd.batches.collate`), so notes longer than the encoder's context
-are read whole. Pooling:
+are read whole. Pooling (`POOLINGS`):
 - ``mean``: the mean of the final hidden states of every token of every chunk (specials included), the usual
-  sentence-embedding pooling for an MLM encoder without a trained [CLS];
-- ``cls``: the mean over chunks of each chunk's [CLS] state;
+  sentence-embedding pooling for an MLM encoder without a trained [CLS]; a long note's chunks weigh by their length;
+- ``cls``: the mean over chunks of each chunk's [CLS] state (its first token, whatever the tokenizer calls it);
+- ``chunk_mean``: each chunk's token mean, then the mean over the note's chunks, one weight per chunk: how
+  document embeddings are usually built from a sentence-embedding model's passages (a short last chunk counts as much
+  as a full one, and equals ``mean`` for a note of one chunk);
 - segments (`embed_segments`): the mean states of consecutive `segment_tokens`-token pieces, one vector each, so a
   reader downstream can attend to the sentence that matters instead of an average over 5,000 tokens.
 
-The cache file is named by a hash of (the encoder's weights and tokenizer files, pooling, cut, chunk length, the
-texts): a changed model or note gives a new file, never a stale vector. Used by the trajectory model (notes of past
-visits, titles of codes) and by `cmbert embed`.
+Model families are told apart in one place, `load_encoder`, by config.json's `model_type`: a ModernBERT folder runs
+on our encoder (`modeling.ModernBertModel`: packed chunks, no padding); any other encoder transformers' `AutoModel`
+loads from a local folder (BERT, RoBERTa, and the BERT-based E5 / BGE / GTE of the MTEB comparisons, e.g. Xu & Dray
+2025's federated ICD coding) runs inside `PaddedEncoder`, which takes the same packed chunks, pads them to the
+batch's longest with an attention mask and gives back the packed states. So chunking and pooling are one code for
+both; such a model's chunks are wrapped in the two specials its tokenizer puts around a text and hold at most its
+context (`context_length`).
+
+The cache file is named by a hash of (the encoder's weights, config and tokenizer files, pooling, cut, chunk length,
+autocast dtype, the texts): a changed model or note gives a new file, never a stale vector. It is written in blocks,
+so a killed run resumes (`cached_embeddings`). Used by the trajectory model (notes of past visits, titles of codes)
+and by `cmbert embed`, whose output is .npz or JSON Lines (`write_embeddings`, `read_embeddings`).
 """
 
 from __future__ import annotations
 
+import copy
+import gzip
 import hashlib
 import json
 import shutil
@@ -25,16 +40,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "chunk_mean")
 BLOCK_TEXTS = 2048  # texts per saved block of `cached_embeddings` (what a killed run can lose)
-_MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "tokenizer.json", "tokenizer_config.json")
+TOKENS_PER_BATCH = 16384  # tokens per forward pass (a chunk longer than this is a batch of its own)
+# `embed_file`'s cut: ModernBERT's context, which holds nearly every MIMIC-IV discharge summary whole (the trajectory
+# preset mimic4.yaml reads notes to the same length) while a runaway 100k-token note costs at most 8k tokens of work.
+DEFAULT_MAX_TOKENS = 8192
+OUTPUT_SUFFIXES = (".npz", ".jsonl", ".jsonl.gz")
+# What decides an embedding: weights, config, and the tokenizer files of every common family (tokenizer.json; BERT's
+# vocab.txt; GPT-2/RoBERTa BPE's vocab.json + merges.txt; sentencepiece *.model). Files are hashed in this order, then
+# the pattern matches by name, so a folder holding only the first five keeps the hash it had before the others counted.
+_MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "tokenizer.json", "tokenizer_config.json",
+                "model.safetensors.index.json", "vocab.txt", "vocab.json", "merges.txt", "special_tokens_map.json",
+                "added_tokens.json")
+_MODEL_FILE_PATTERNS = ("*.model", "model-*-of-*.safetensors")  # sentencepiece models; sharded weights
 
 
 def model_hash(folder: str | Path) -> str:
     """sha256 (16 hex) over the folder's weight, config and tokenizer files: what decides an embedding."""
+    folder = Path(folder)
+    names = [*_MODEL_FILES, *sorted({path.name for pattern in _MODEL_FILE_PATTERNS for path in folder.glob(pattern)}
+                                    - set(_MODEL_FILES))]
     digest = hashlib.sha256()
-    for name in _MODEL_FILES:
-        path = Path(folder) / name
+    for name in names:
+        path = folder / name
         if path.is_file():
             digest.update(name.encode())
             with open(path, "rb") as file:
@@ -43,32 +72,112 @@ def model_hash(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_config(folder: str | Path) -> dict:
+    """config.json of a local model folder (the hub is never asked)."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (a local transformers model folder is needed; the hub is "
+                                "not used)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def context_length(folder: str | Path) -> int:
+    """Tokens one chunk may hold, specials included: config.json's `max_position_embeddings`, or the tokenizer's
+    `model_max_length` when smaller (a RoBERTa-family config counts two padding positions: 514 for 512 tokens; a
+    tokenizer without a limit records 1e30, which the min ignores)."""
+    limit = model_config(folder).get("max_position_embeddings")
+    if not isinstance(limit, int):
+        raise ValueError(f"{folder}: config.json has no max_position_embeddings, so the context to chunk notes at is "
+                         "unknown")
+    tokenizer_config = Path(folder) / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        tokenizer_limit = json.loads(tokenizer_config.read_text(encoding="utf-8")).get("model_max_length")
+        if isinstance(tokenizer_limit, int | float):
+            limit = min(limit, int(tokenizer_limit))
+    return limit
+
+
 def quiet_from_pretrained(cls, folder: str | Path, **kwargs):
-    """`cls.from_pretrained(folder)` without transformers' load report. Our loader is strict and raises on any key
-    that is wrong; the report would only list the MLM head's keys an encoder does not use, which reads like an error."""
+    """`cls.from_pretrained(folder)` without transformers' load report or progress bar. Our loader is strict and
+    raises on any key that is wrong; the report would only list the MLM head's keys an encoder does not use, which
+    reads like an error."""
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         return cls.from_pretrained(folder, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def load_encoder(folder: str | Path, device: torch.device, trainable: bool = False):
-    """(ModernBertModel, tokenizer) of a local transformers ModernBERT folder: frozen in eval mode, or with
+    """(encoder, tokenizer) of a local transformers folder: our ModernBertModel for a ModernBERT folder, any other
+    encoder `AutoModel` loads inside a `PaddedEncoder` (see the module docstring); frozen in eval mode, or with
     `trainable` in train mode with gradients (fine-tuned with a downstream model)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
     from modeling import ModernBertModel
 
-    if not Path(folder, "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no config.json (a local ModernBERT folder is needed; the hub is not used)")
-    encoder = quiet_from_pretrained(ModernBertModel, folder).to(device).train(trainable)
+    config = model_config(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if config.get("model_type") == "modernbert":
+        encoder = quiet_from_pretrained(ModernBertModel, folder)
+    else:
+        model = quiet_from_pretrained(AutoModel, folder, local_files_only=True)
+        encoder = PaddedEncoder(model, tokenizer, context_length(folder))
+    encoder = encoder.to(device).train(trainable)
     for parameter in encoder.parameters():
         parameter.requires_grad_(trainable)
-    return encoder, AutoTokenizer.from_pretrained(folder)
+    return encoder, tokenizer
+
+
+def wrapping_specials(tokenizer) -> tuple[int, int]:
+    """The ids a tokenizer puts before and after a text ([CLS] / [SEP], <s> / </s>, ...), found by encoding a probe
+    with and without special tokens, so no token name is assumed."""
+    probe = "note"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    if len(full) != len(bare) + 2 or full[1:-1] != bare:
+        raise ValueError(f"{tokenizer.name_or_path}: its tokenizer encodes a text as {bare} -> {full} with special "
+                         "tokens; note embeddings need an encoder whose tokenizer adds one token before and one after")
+    return full[0], full[-1]
+
+
+class PaddedEncoder(torch.nn.Module):
+    """A transformers encoder that reads padded batches (BERT, RoBERTa, E5, BGE, ...) behind our encoder's packed
+    interface: chunks laid end to end with `cu_seqlens` in, their final states [total, hidden] out, so every model is
+    chunked, batched and pooled by the same code. `config` is the model's with `cls_token_id` / `sep_token_id` set to
+    the ids its tokenizer wraps a text in, which `collate` puts around each chunk."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, context: int):
+        super().__init__()
+        self.model = model
+        self.context = context
+        # Padding is masked out, so any id does where a tokenizer has no pad token.
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.config = copy.copy(model.config)  # the model's own config stays as transformers loaded it
+        self.config.cls_token_id, self.config.sep_token_id = wrapping_specials(tokenizer)
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int):
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if max_seqlen > self.context:
+            raise ValueError(f"a chunk of {max_seqlen} tokens is longer than the {self.config.model_type} model's "
+                             f"context of {self.context}")
+        device = input_ids.device
+        cu = cu_seqlens.to(device=device, dtype=torch.long)
+        chunk = torch.repeat_interleave(torch.arange(len(cu) - 1, device=device), cu[1:] - cu[:-1])
+        position = torch.arange(len(input_ids), device=device) - cu[chunk]
+        ids = input_ids.new_full((len(cu) - 1, max_seqlen), self.pad_token_id)
+        ids[chunk, position] = input_ids
+        mask = torch.zeros_like(ids)
+        mask[chunk, position] = 1
+        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return BaseModelOutput(last_hidden_state=states[chunk, position])
 
 
 def piece_means(states: torch.Tensor, lengths: torch.Tensor, segment_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +195,18 @@ def piece_means(states: torch.Tensor, lengths: torch.Tensor, segment_tokens: int
     sums = torch.zeros(total, states.shape[1], device=device, dtype=states.dtype).index_add(0, piece, states)
     counts = torch.bincount(piece, minlength=total).clamp_min(1).to(states.dtype)
     return sums / counts.unsqueeze(1), per_note
+
+
+def pool_note(states: torch.Tensor, chunk_starts: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One note's vector [hidden] from the final states of its chunks' tokens [n_tokens, hidden] (chunks end to end,
+    starting at `chunk_starts`), by `pooling` (see the module docstring)."""
+    if pooling == "mean":
+        return states.mean(0)
+    if pooling == "cls":
+        return states[chunk_starts].mean(0)
+    lengths = torch.diff(chunk_starts, append=chunk_starts.new_tensor([len(states)]))
+    chunk_means, _ = piece_means(states, lengths, int(lengths.max()))  # one piece per chunk: its token mean
+    return chunk_means.mean(0)
 
 
 @torch.no_grad()
@@ -113,23 +234,27 @@ def _note_states(encoder, notes, chunk_length: int, tokens_per_batch: int, dtype
             yield int(i), h[cu[first]:cu[last]], (cu[first:last] - cu[first]).long()
 
 
-def embed_texts(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int, pooling: str = "mean",
-                tokens_per_batch: int = 16384, dtype: torch.dtype = torch.float32, progress: bool = False
-                ) -> np.ndarray:
-    """[len(texts), hidden] float32 pooled embeddings (see the module docstring), in the texts' order."""
+def _check_pooling(pooling: str) -> None:
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+
+
+def embed_texts(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int, pooling: str = "mean",
+                tokens_per_batch: int = TOKENS_PER_BATCH, dtype: torch.dtype = torch.float32, progress: bool = False
+                ) -> np.ndarray:
+    """[len(texts), hidden] float32 pooled embeddings (see the module docstring), in the texts' order."""
+    _check_pooling(pooling)
     from finetune.icd.batches import tokenize_notes
 
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     notes = tokenize_notes(tokenizer, texts, max_tokens)
     for i, h, starts in _note_states(encoder, notes, chunk_length, tokens_per_batch, dtype, progress):
-        out[i] = (h.mean(0) if pooling == "mean" else h[starts].mean(0)).cpu().numpy()
+        out[i] = pool_note(h, starts, pooling).cpu().numpy()
     return out
 
 
 def embed_segments(encoder, tokenizer, texts: Sequence[str], max_tokens: int, chunk_length: int,
-                   segment_tokens: int, tokens_per_batch: int = 16384, dtype: torch.dtype = torch.float32,
+                   segment_tokens: int, tokens_per_batch: int = TOKENS_PER_BATCH, dtype: torch.dtype = torch.float32,
                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Each note as the mean states of consecutive `segment_tokens`-token pieces (read in context: the encoder sees
     whole chunks), so one sentence is not averaged away over a long note: (vectors [total_segments, hidden] fp16,
@@ -141,8 +266,8 @@ def embed_segments(encoder, tokenizer, texts: Sequence[str], max_tokens: int, ch
 
 
 def segments_of_tokens(encoder, notes, chunk_length: int, segment_tokens: int, rows=None,
-                       tokens_per_batch: int = 16384, dtype: torch.dtype = torch.float32, progress: bool = False
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       tokens_per_batch: int = TOKENS_PER_BATCH, dtype: torch.dtype = torch.float32,
+                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`embed_segments` of already tokenized notes (`TokenizedNotes`); with `rows`, only those notes are read and the
     others get no pieces (offsets still cover every note)."""
     from finetune.icd.batches import TokenizedNotes
@@ -163,21 +288,28 @@ def segments_of_tokens(encoder, notes, chunk_length: int, segment_tokens: int, r
     return (np.concatenate(pieces) if pieces else np.zeros((0, hidden), np.float16)), offsets
 
 
-def cached_embeddings(cache_dir: str | Path, encoder_folder: str | Path, texts: Sequence[str], max_tokens: int,
-                      chunk_length: int, pooling: str = "mean", device: torch.device | None = None,
-                      dtype: torch.dtype = torch.float32, progress: bool = False, encoder=None,
-                      segment_tokens: int | None = None):
-    """`embed_texts` (or `embed_segments` when `segment_tokens` is given: a (vectors, offsets) pair) with a disk
-    cache (see the module docstring); loads the encoder only on a miss unless given `encoder=(model, tokenizer)`.
-
-    The texts are embedded in blocks of BLOCK_TEXTS, each saved as it finishes, so a killed run (MIMIC-IV's notes are
-    hours of GPU time) picks up after its last finished block; the blocks become one file at the end."""
+def cache_file(cache_dir: str | Path, encoder_folder: str | Path, texts: Sequence[str], max_tokens: int,
+               chunk_length: int, pooling: str = "mean", dtype: torch.dtype = torch.float32,
+               segment_tokens: int | None = None) -> Path:
+    """Where `cached_embeddings` keeps these texts' vectors (see the module docstring for what the name hashes)."""
     digest = hashlib.sha256(json.dumps({"model": model_hash(encoder_folder), "pooling": pooling, "cut": max_tokens,
                                         "chunk": chunk_length, "segment": segment_tokens,
                                         "dtype": str(dtype)}).encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
-    path = Path(cache_dir) / f"embeddings-{digest.hexdigest()[:20]}.npz"
+    return Path(cache_dir) / f"embeddings-{digest.hexdigest()[:20]}.npz"
+
+
+def cached_embeddings(cache_dir: str | Path, encoder_folder: str | Path, texts: Sequence[str], max_tokens: int,
+                      chunk_length: int, pooling: str = "mean", device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32, progress: bool = False, encoder=None,
+                      segment_tokens: int | None = None, tokens_per_batch: int = TOKENS_PER_BATCH):
+    """`embed_texts` (or `embed_segments` when `segment_tokens` is given: a (vectors, offsets) pair) with a disk
+    cache (see the module docstring); loads the encoder only on a miss unless given `encoder=(model, tokenizer)`.
+
+    The texts are embedded in blocks of BLOCK_TEXTS, each saved as it finishes, so a killed run (MIMIC-IV's notes are
+    hours of GPU time) picks up after its last finished block; the blocks become one file at the end."""
+    path = cache_file(cache_dir, encoder_folder, texts, max_tokens, chunk_length, pooling, dtype, segment_tokens)
     if not path.is_file():
         blocks = path.with_suffix("")  # embeddings-<digest>/block-00000.npz ...
         blocks.mkdir(parents=True, exist_ok=True)
@@ -192,10 +324,10 @@ def cached_embeddings(cache_dir: str | Path, encoder_folder: str | Path, texts: 
             part = texts[start:start + BLOCK_TEXTS]
             if segment_tokens is None:
                 stored = {"vectors": embed_texts(model, tokenizer, part, max_tokens, chunk_length, pooling,
-                                                 dtype=dtype, progress=progress)}
+                                                 tokens_per_batch=tokens_per_batch, dtype=dtype, progress=progress)}
             else:
                 vectors, offsets = embed_segments(model, tokenizer, part, max_tokens, chunk_length, segment_tokens,
-                                                  dtype=dtype, progress=progress)
+                                                  tokens_per_batch=tokens_per_batch, dtype=dtype, progress=progress)
                 stored = {"vectors": vectors, "offsets": offsets}
             _save_npz(block, stored)
         parts = []
@@ -217,3 +349,90 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
+
+
+def embed_file(model: str | Path, input: str | Path, out: str | Path, pooling: str = "mean",
+               max_tokens: int = DEFAULT_MAX_TOKENS, chunk_length: int | None = None,
+               cache_dir: str | Path | None = None, device: str = "auto", precision: str = "auto",
+               tokens_per_batch: int = TOKENS_PER_BATCH, progress: bool = True, counter=None) -> dict:
+    """`cmbert embed`: the notes of `input` (any format of `finetune.inputs.read_note_inputs`; skips counted in
+    `counter`, a `pretrain.readers.SkipCounter`) embedded by the encoder folder `model` and written to `out`
+    (`write_embeddings`). Returns the file's `meta` plus `out`, `cache_file` and `cache_hit` (nothing was embedded).
+
+    Chunks hold `chunk_length` tokens, at most the model's context (`context_length`, the default). Vectors go through
+    `cached_embeddings` in `cache_dir` (default: `default_cache_dir()/embeddings`), so a rerun on the same model and
+    notes reads them back and a killed run resumes."""
+    from finetune.icd.batches import device_and_dtype
+    from finetune.inputs import read_note_inputs
+    from pretrain.readers import SkipCounter
+    from pretrain.wheel_data import default_cache_dir
+
+    output_format(out)  # a bad name fails before the notes are read or the model loaded
+    _check_pooling(pooling)
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    config = model_config(model)
+    context = context_length(model)
+    chunk = min(chunk_length or context, context)
+    dev, dtype = device_and_dtype(precision, device)
+    counter = counter if counter is not None else SkipCounter()
+    notes = list(read_note_inputs(input, counter))
+    texts = [note.text for note in notes]
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "embeddings"
+    cached = cache_file(cache_dir, model, texts, max_tokens, chunk, pooling, dtype)
+    hit = cached.is_file()
+    vectors = cached_embeddings(cache_dir, model, texts, max_tokens, chunk, pooling, dev, dtype, progress=progress,
+                                tokens_per_batch=tokens_per_batch)
+    meta = {"model": str(Path(model).resolve()), "model_hash": model_hash(model),
+            "model_type": config.get("model_type"), "pooling": pooling, "max_tokens": max_tokens,
+            "chunk_length": chunk, "dtype": str(dtype).removeprefix("torch."), "dim": int(vectors.shape[1]),
+            "count": len(notes), "skipped": dict(sorted(counter.skipped.items()))}
+    write_embeddings(out, [note.id for note in notes], vectors, meta)
+    return {**meta, "out": str(out), "cache_file": str(cached), "cache_hit": hit}
+
+
+def output_format(path: str | Path) -> str:
+    """The suffix of OUTPUT_SUFFIXES that `path` ends in (case aside), or a ValueError naming them."""
+    name = Path(path).name.lower()
+    for suffix in OUTPUT_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise ValueError(f"{path}: embeddings are written as {', '.join(OUTPUT_SUFFIXES)}; choose an output name ending "
+                     "in one")
+
+
+def write_embeddings(path: str | Path, ids: Sequence[str], vectors: np.ndarray, meta: dict) -> None:
+    """`path` by its suffix: .npz holds `ids` (str [n]), `embeddings` (float32 [n, dim]) and `meta` (a JSON string);
+    .jsonl / .jsonl.gz one {"id", "embedding"} per line (no meta: a line is a note). Written to a temporary file
+    renamed into place, so a killed run never leaves a half file under the name."""
+    kind = output_format(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    vectors = np.asarray(vectors, dtype=np.float32)
+    try:
+        if kind == ".npz":
+            with open(tmp, "wb") as file:  # a file object: np.savez would append .npz to a name
+                np.savez(file, ids=np.asarray(ids, dtype=str), embeddings=vectors, meta=np.asarray(json.dumps(meta)))
+        else:
+            with (gzip.open if kind == ".jsonl.gz" else open)(tmp, "wt", encoding="utf-8") as file:
+                for note_id, vector in zip(ids, vectors, strict=True):
+                    file.write(json.dumps({"id": note_id, "embedding": vector.tolist()}) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray, dict]:
+    """(ids, float32 [n, dim], meta) of a file `write_embeddings` wrote; a JSON Lines file has no meta ({})."""
+    kind = output_format(path)
+    if kind == ".npz":
+        with np.load(path, allow_pickle=False) as stored:
+            return stored["ids"].tolist(), stored["embeddings"], json.loads(str(stored["meta"]))
+    ids, rows = [], []
+    with (gzip.open if kind == ".jsonl.gz" else open)(path, "rt", encoding="utf-8") as file:
+        for line in filter(str.strip, file):
+            record = json.loads(line)
+            ids.append(record["id"])
+            rows.append(record["embedding"])
+    return ids, np.asarray(rows, dtype=np.float32).reshape(len(rows), -1 if rows else 0), {}

@@ -279,7 +279,7 @@ def _check_arguments(version: int, min_count: int, top_k: int | None, preprocess
     check_split_sizes(test_size, val_size)
 
 
-def _split_patients(patient_columns: list[np.ndarray], n_labels: int, seed: int, test_size: float,
+def split_patients(patient_columns: list[np.ndarray], n_labels: int, seed: int, test_size: float,
                     val_size: float) -> list[str]:
     """The split of each patient, given each patient's label columns. Test is cut first, then val from the rest
     with val_size / (1 - test_size), as Edin. The matrix is built here so that this frame holds its only reference
@@ -431,7 +431,7 @@ def _build_dataset(work: Path, inputs: dict[str, tuple[Path, Path]], notes_path:
     del columns_of, row_of
     log(f"splitting {len(subjects):,} patients x {len(label_ids):,} codes "
         f"({len(subjects) * len(label_ids) / 2**20:,.1f} MiB bool matrix, ~4x that at peak)")
-    split_of = dict(zip(subjects, _split_patients(patient_columns, len(label_ids), seed, test_size, val_size),
+    split_of = dict(zip(subjects, split_patients(patient_columns, len(label_ids), seed, test_size, val_size),
                         strict=True))
     del patient_columns
 

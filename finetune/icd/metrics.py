@@ -22,7 +22,8 @@ Ties in a ranking (Edin's torch.sort leaves them to chance) are broken against t
 R-precision) tied negatives rank first; in AP a positive gets the precision at the end of its tie group (sklearn).
 
 - tune_threshold: Edin's `f1_score_db_tuning`: one global threshold from np.linspace(0, 1, 100) maximising micro-F1
-  over the full matrix (all documents, all codes); ties go to the smallest threshold.
+  over the full matrix (all documents, all codes); ties go to the smallest threshold. `threshold_counts` and
+  `best_threshold` are its two halves, for data split over sites (the counts add up).
 - per_code_metrics: per-code F1 / precision / recall / AP on the evaluated documents; frequent vs rare split at the
   median training count of the evaluated codes (rare: train count <= cut-off), as Edin plot F1 against frequency.
 - paired_bootstrap: resamples the evaluated documents (the same indices for both systems); p is two-sided.
@@ -400,15 +401,31 @@ def compute_metrics(y_true, scores, threshold: float, metrics: Iterable[str] | N
     return _compute(y, s, threshold, METRIC_NAMES if metrics is None else metrics)
 
 
+def threshold_counts(y_true, scores, grid=None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(positive cells, true positives [len(grid)], predicted cells [len(grid)]) of scores > t over the full matrix,
+    for every t of `grid` (default THRESHOLD_GRID). Counts add up over row blocks, so sites of a federation can each
+    send theirs and the server tunes the threshold on their sum (`best_threshold`) without seeing a score."""
+    y, s = _prepare(y_true, scores)
+    _key_mode(s)  # NaN check
+    grid = THRESHOLD_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    return _counts_above(y, s, grid, _EvalSet(None, None))
+
+
+def best_threshold(positives, true_positives, predicted, grid=None) -> tuple[float, float]:
+    """(threshold, micro-F1) of the grid value with the best micro-F1 given `threshold_counts` (summed over any
+    number of row blocks); ties go to the smallest threshold."""
+    grid = THRESHOLD_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    f1 = _div(2 * np.asarray(true_positives, np.float64),  # 2TP / (2TP + FP + FN) = 2TP / (predicted + positives)
+              np.asarray(predicted, np.float64) + positives)
+    best = int(np.argmax(f1))
+    return float(grid[best]), float(f1[best])
+
+
 def tune_threshold(y_true, scores, grid=None) -> float:
     """Edin's decision boundary: the grid value (default np.linspace(0, 1, 100)) with the best micro-F1 of
     scores > t over the full matrix; ties go to the smallest threshold. One pass over the scores for all of them."""
-    y, s = _prepare(y_true, scores)
-    _key_mode(s)  # NaN check
     grid = THRESHOLD_GRID if grid is None else np.unique(np.asarray(grid, dtype=np.float64))
-    n_pos, tp, above = _counts_above(y, s, grid, _EvalSet(None, None))
-    f1 = _div(2 * tp, above + n_pos)  # 2TP / (2TP + FP + FN) = 2TP / (predicted + positives)
-    return float(grid[int(np.argmax(f1))])
+    return best_threshold(*threshold_counts(y_true, scores, grid), grid)[0]
 
 
 def per_code_metrics(y_true, scores, threshold: float, codes: list[str], train_counts: list[int] | np.ndarray,

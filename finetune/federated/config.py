@@ -1,0 +1,123 @@
+"""The frozen-embedding / federated ICD config: typed dataclasses, YAML presets in `configs/finetune/federated/`,
+dotted overrides.
+
+    cfg = load_federated_config("configs/finetune/federated/demo.yaml", ["federated.clients=3", "heads=[mlp]"])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pretrain.config import ConfigError, load_dataclass
+
+HEADS = ("linear", "mlp", "mlp2")  # finetune/federated/heads.py
+PARTITIONS = ("iid", "dirichlet")  # finetune/federated/data.py
+STRATEGIES = ("fedavg", "fedprox")
+
+
+@dataclass
+class EmbeddingConfig:
+    # Any local transformers folder: ours, a released ModernBERT, or another family (BERT, E5, BGE ...).
+    model: str = ""
+    pooling: Literal["mean", "cls", "chunk_mean"] = "mean"
+    max_tokens: int = 8192  # a longer note is cut
+    chunk_length: int = 0  # tokens per encoder chunk; 0: the model's context
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    cache: str = ""  # the embedding cache; "" = <out>/cache (keyed by model hash and text: reruns embed nothing)
+
+
+@dataclass
+class HeadConfig:
+    hidden_size: int = 512  # mlp and mlp2
+    dropout: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    """Both settings train with these; a federated round is `federated.local_epochs` epochs at each client."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    epochs: int = 30  # centralized; the federated run gets rounds x local_epochs passes over each client's data
+    seed: int = 0
+
+
+@dataclass
+class FederatedSettings:
+    clients: int = 4
+    rounds: int = 30
+    local_epochs: int = 1
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: float = 0.01  # FedProx's mu / 2 ||w - w_global||^2
+    fraction_train: float = 1.0  # share of clients sampled each round
+    partitions: list[str] = field(default_factory=lambda: list(PARTITIONS))
+    # Label skew: each client's share of the patients whose primary code is c ~ Dirichlet(alpha); small alpha, strong skew.
+    dirichlet_alpha: float = 0.5
+    client_cpus: float = 1.0  # Ray resources per simulated client (2 cores: two clients train at a time)
+
+
+@dataclass
+class SplitsConfig:
+    """Split 0 is the dataset's own (split.csv); splits 1.. re-draw train/val/test patients with the same iterative
+    stratification and fractions (Xu & Dray average over ten random stratified splits)."""
+
+    count: int = 3
+    seed: int = 0
+
+
+@dataclass
+class FederatedConfig:
+    out: str = "runs/federated"
+    data: str = ""  # a `cmbert finetune icd prepare` folder
+    device: str = "auto"
+    heads: list[str] = field(default_factory=lambda: list(HEADS))
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federated: FederatedSettings = field(default_factory=FederatedSettings)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def check_federated_config(cfg: FederatedConfig) -> None:
+    """Every value that would fail later fails here, naming its key."""
+    if not cfg.data or not Path(cfg.data, "labels.json").is_file():
+        raise ConfigError(f"data: {cfg.data!r} is not an ICD dataset folder (cmbert finetune icd prepare --out DIR)")
+    if not cfg.embedding.model or not Path(cfg.embedding.model, "config.json").is_file():
+        raise ConfigError(f"embedding.model: {cfg.embedding.model!r} has no config.json (a local transformers folder "
+                          "is needed; the hub is not used)")
+    for name, allowed, values in (("heads", HEADS, cfg.heads), ("federated.partitions", PARTITIONS,
+                                                                 cfg.federated.partitions)):
+        unknown = sorted(set(values) - set(allowed))
+        if unknown or not values:
+            raise ConfigError(f"{name}: give one or more of {', '.join(allowed)}" +
+                              (f" (unknown {unknown[0]!r})" if unknown else ""))
+    e, h, t, f = cfg.embedding, cfg.head, cfg.train, cfg.federated
+    if e.max_tokens < 1 or e.chunk_length < 0 or 0 < e.chunk_length < 3:
+        raise ConfigError("embedding.max_tokens must be >= 1 and embedding.chunk_length 0 (the model's context) or >= 3")
+    if h.hidden_size < 1 or not 0 <= h.dropout < 1:
+        raise ConfigError("head.hidden_size must be >= 1 and head.dropout in [0, 1)")
+    if t.lr <= 0 or t.weight_decay < 0 or t.batch_size < 1 or t.epochs < 1:
+        raise ConfigError("train.lr must be > 0, train.weight_decay >= 0, train.batch_size and train.epochs >= 1")
+    if f.clients < 2 or f.rounds < 1 or f.local_epochs < 1:
+        raise ConfigError("federated.clients must be >= 2, federated.rounds and federated.local_epochs >= 1")
+    if f.strategy not in STRATEGIES:
+        raise ConfigError(f"federated.strategy: choose from {', '.join(STRATEGIES)}")
+    if f.proximal_mu < 0 or not 0 < f.fraction_train <= 1 or f.dirichlet_alpha <= 0 or f.client_cpus <= 0:
+        raise ConfigError("federated.proximal_mu must be >= 0, fraction_train in (0, 1], dirichlet_alpha and "
+                          "client_cpus > 0")
+    if cfg.splits.count < 1:
+        raise ConfigError("splits.count must be >= 1")
+
+
+def load_federated_config(path: str | Path | None = None,
+                          overrides: list[str] | tuple[str, ...] = ()) -> FederatedConfig:
+    cfg = load_dataclass(FederatedConfig, path, overrides)
+    check_federated_config(cfg)
+    return cfg
