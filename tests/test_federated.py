@@ -197,9 +197,9 @@ def test_federated_matches_centralized_on_iid_sites(tmp_path):
         write_site(tmp_path / "sites" / "iid" / f"client-{site}.npz", x[mine], rows_of(y[mine]),
                    x[val[site::2]], rows_of(y[val[site::2]]), "h")
     cfg = FederatedConfig()
-    cfg.federated.clients, cfg.federated.rounds, cfg.train.epochs, cfg.train.lr = 2, 12, 12, 1e-2
+    cfg.federated.clients, cfg.federated.rounds, cfg.train.epochs = 2, 12, 12
     # Two local epochs a round: with one, 12 rounds of 2 x 300 notes fall short of 12 central epochs (measured).
-    config = head_config("linear", 16, 6, "h", "iid", 8, 0.0, cfg.train.lr, 0.0, 32, 2, 0)
+    config = head_config("linear", 16, 6, "h", "iid", 8, 0.0, 1e-2, 0.0, 32, 2, 0)
 
     def test_f1(state, threshold):
         head = initial_head(config, 0)
@@ -215,7 +215,7 @@ def test_federated_matches_centralized_on_iid_sites(tmp_path):
     assert torch.allclose(found["state"]["0.mean"], head[0].mean, atol=1e-5)
     assert torch.allclose(found["state"]["0.std"], head[0].std, atol=1e-5)
     for epoch in range(12):
-        train_epochs(head, x[train], rows_of(y[train]), 1, cfg.train.lr, 0.0, 32, epoch)
+        train_epochs(head, x[train], rows_of(y[train]), 1, config["lr"], 0.0, 32, epoch)
     central_threshold, _ = best_threshold(*threshold_counts(y[val], score(head, x[val])))
     central = test_f1(head.state_dict(), central_threshold)
     federated = test_f1(found["state"], found["threshold"])
@@ -253,7 +253,7 @@ def test_site_command_maps_a_hospitals_codes_onto_the_federation_labels(icd, cmb
 @pytest.mark.parametrize(("override", "key"), [
     ("heads=[mlp3]", "heads"), ("federated.partitions=[]", "federated.partitions"),
     ("federated.clients=1", "federated.clients"), ("federated.strategy=fedadam", "federated.strategy"),
-    ("federated.fraction_train=0", "fraction_train"), ("train.lr=0", "train.lr"),
+    ("federated.fraction_train=0", "fraction_train"), ("train.lr.mlp=0", "train.lr"),
     ("head.dropout=1.0", "head.dropout"), ("splits.count=0", "splits.count"),
     ("embedding.chunk_length=2", "embedding.chunk_length"), ("federated.rounds=ten", "federated.rounds"),
     ("embedding.model=/nonexistent", "embedding.model"), ("data=/nonexistent", "data"),
@@ -276,3 +276,63 @@ def test_moments_add_up_over_sites_to_the_pooled_standardization():
     assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-4)
     assert torch.allclose(z.std(0, unbiased=False)[[0, 1, 2, 4, 5, 6, 7]], torch.ones(7), atol=1e-3)
     assert torch.isfinite(z).all() and z[:, 3].abs().max() < 1e-3
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@needs_flower
+def test_flower_deployment_superlink_two_supernodes_and_flwr_run(tmp_path):
+    """README "Across real sites" on one machine: a SuperLink, two SuperNodes each given its own site file by
+    --node-config, and `flwr run` of configs/finetune/federated/flower-app; the server writes the best head (~1-2 min)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    bin_dir = Path(sys.executable).parent
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    link = _free_port()
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
+                                      f'address = "127.0.0.1:{link}"\ninsecure = true\n')
+    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    x, y = synthetic(400)
+    for site in range(2):
+        write_site(tmp_path / f"site{site}.npz", x[site:300:2], rows_of(y[site:300:2]), x[300 + site::2],
+                   rows_of(y[300 + site::2]), "h")
+    logs = [open(tmp_path / f"{name}.log", "w") for name in ("superlink", "supernode0", "supernode1")]
+    servers = [subprocess.Popen([bin_dir / "flower-superlink", "--insecure", "--port", str(link),
+                                 "--disable-runtime-dependency-installation"], env=env, stdout=logs[0],
+                                stderr=subprocess.STDOUT)]
+    try:
+        time.sleep(5)
+        for site in range(2):
+            servers.append(subprocess.Popen(
+                [bin_dir / "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}", "--port",
+                 str(_free_port()), "--node-config", f"data-path='{tmp_path / f'site{site}.npz'}'"],
+                env=env, stdout=logs[site + 1], stderr=subprocess.STDOUT))
+        out = tmp_path / "head"
+        run = subprocess.run([bin_dir / "flwr", "run", ".", "local", "--stream", "--run-config",
+                              f"dim=16 n-labels=6 label-hash='h' clients=2 rounds=3 design='linear' out='{out}'"],
+                             cwd=ROOT / "configs" / "finetune" / "federated" / "flower-app", env=env,
+                             capture_output=True, text=True, timeout=400)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["config"]["design"] == "linear" and [r["round"] for r in meta["rounds"]] == [1, 2, 3]
+        assert all(r["sites_validated"] == 2 for r in meta["rounds"]) and 0 < meta["threshold"] < 1
+        state = torch.load(out / "head.pt")
+        assert state["1.weight"].shape == (6, 16)
+    finally:
+        for process in reversed(servers):
+            process.terminate()
+        for process in servers:
+            process.wait(timeout=30)
+        for log in logs:
+            log.close()

@@ -83,7 +83,7 @@ def train_central(data: EmbeddedDataset, assigned: np.ndarray, config: dict, cfg
     train_y, val_y = data.y.take(train), data.y.dense(val)
     best, history = {"val_f1_micro": -1.0}, []
     for epoch in range(1, t.epochs + 1):
-        loss = train_epochs(head, data.x[train], train_y, 1, t.lr, t.weight_decay, t.batch_size,
+        loss = train_epochs(head, data.x[train], train_y, 1, config["lr"], t.weight_decay, t.batch_size,
                             t.seed * 1_000_003 + epoch)
         threshold, f1 = best_threshold(*threshold_counts(val_y, score(head, data.x[val])))
         history.append({"epoch": epoch, "train_loss": loss, "val_f1_micro": f1, "threshold": threshold})
@@ -190,7 +190,7 @@ def main(cfg: FederatedConfig, log=print) -> dict:
                        "partitions": {}})
         for design in cfg.heads:
             config = head_config(design, data.x.shape[1], len(data.labels.codes), data.label_hash, "", h.hidden_size,
-                                 h.dropout, t.lr, t.weight_decay, t.batch_size, f.local_epochs, t.seed)
+                                 h.dropout, t.lr[design], t.weight_decay, t.batch_size, f.local_epochs, t.seed)
             path = out / "results" / name / f"central-{design}.json"
             result = _done(path, fingerprint)
             if result is None:
