@@ -336,3 +336,23 @@ def test_flower_deployment_superlink_two_supernodes_and_flwr_run(tmp_path):
             process.wait(timeout=30)
         for log in logs:
             log.close()
+
+
+@needs_flower
+def test_a_failing_site_stops_the_run_with_a_clear_error(tmp_path):
+    """A site whose data was built on another label list refuses to train (its ClientApp raises); Flower would only
+    log that and average the others, so the server stops the run naming the round and the count."""
+    from finetune.federated.config import FederatedConfig
+    from finetune.federated.flower import Experiment, head_config
+    from finetune.federated.train import run_simulation
+
+    x, y = synthetic(80)
+    for site, labels in enumerate(("h", "other")):
+        write_site(tmp_path / "sites" / "iid" / f"client-{site}.npz", x[site:60:2], rows_of(y[site:60:2]),
+                   x[60 + site::2], rows_of(y[60 + site::2]), labels)
+    cfg = FederatedConfig()
+    cfg.federated.clients, cfg.federated.rounds = 2, 1
+    config = head_config("linear", 16, 6, "h", "iid", 8, 0.0, 1e-2, 0.0, 32, 1, 0)
+    with pytest.raises(Exception, match="sites did not send their embedding moments|differ from the federation"):
+        run_simulation([Experiment("iid/linear", "iid", config, 0)], tmp_path / "sites", cfg,
+                       lambda *args: pytest.fail("no result may come out"), log=lambda line: None)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,8 +145,6 @@ def initial_head(config: dict, seed: int, input_moments: tuple | None = None) ->
 def federated_moments(grid: Grid, config: dict, clients: int, timeout: float = 3600.0) -> tuple:
     """The summed `moments` of every site's training embeddings (one query message per site, once `clients` sites
     are connected)."""
-    import time
-
     waited = 0.0
     while len(nodes := list(grid.get_node_ids())) < clients:
         if waited > timeout:
@@ -174,7 +173,7 @@ def run_experiment(grid: Grid, experiment: Experiment, clients: int, rounds: int
 
     def train_metrics(contents: list[RecordDict], weight_key: str) -> MetricRecord:
         record = aggregate_metricrecords(contents, weight_key)
-        latest["train"] = {"sites_trained": len(contents), **record}
+        latest.update(trained=len(contents), train_loss=float(record["train-loss"]))
         return record
 
     def validation_metrics(contents: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -186,17 +185,24 @@ def run_experiment(grid: Grid, experiment: Experiment, clients: int, rounds: int
                     min_available_nodes=clients, train_metrics_aggr_fn=train_metrics,
                     evaluate_metrics_aggr_fn=validation_metrics)
     fed = FedProx(proximal_mu=proximal_mu, **settings) if strategy == "fedprox" else FedAvg(**settings)
+    sampled = settings["min_train_nodes"]  # FedAvg samples max(int(fraction x sites), min_train_nodes)
     history: list[dict] = []
     best: dict = {"val_f1_micro": -1.0}
 
     def keep_best(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         # Flower calls this after each round's federated validation with the round's global weights (and once
         # before round 1 with the initial ones, which no site validated).
-        if server_round == 0 or "val" not in latest:
+        if server_round == 0:
             return None
-        val = latest.pop("val")
-        entry = {"round": server_round, "train_loss": float(latest.get("train", {}).get("train-loss", float("nan"))),
-                 "sites_trained": latest.get("train", {}).get("sites_trained", 0), "sites_validated": val["sites"],
+        # Every sampled site must train and every site validate: the pooled threshold and micro-F1 need all of
+        # them, and a site that failed is an error to see (Flower only logs it), not a round quietly averaged
+        # without it.
+        val, trained = latest.pop("val", {"sites": 0}), latest.pop("trained", 0)
+        if val["sites"] < clients or trained < sampled:
+            raise RuntimeError(f"{experiment.name} round {server_round}: {trained} of {sampled} sites trained and "
+                               f"{val['sites']} of {clients} validated; the failures are in Flower's log above")
+        entry = {"round": server_round, "train_loss": latest.pop("train_loss"),
+                 "sites_trained": trained, "sites_validated": val["sites"],
                  "val_f1_micro": float(val["f1_micro"]), "threshold": float(val["threshold"])}
         history.append(entry)
         if log_round:
@@ -210,8 +216,6 @@ def run_experiment(grid: Grid, experiment: Experiment, clients: int, rounds: int
     fed.start(grid=grid, num_rounds=rounds, train_config=ConfigRecord(experiment.config),
               evaluate_config=ConfigRecord(experiment.config), evaluate_fn=keep_best,
               initial_arrays=ArrayRecord(start.state_dict()))
-    if "state" not in best:
-        raise RuntimeError(f"{experiment.name}: no round was validated by the sites (see Flower's log above)")
     return {**best, "rounds": history}
 
 
