@@ -186,54 +186,51 @@ def main(cfg: FederatedConfig, log=print) -> dict:
     log(f"embedded {len(data.note_ids):,} notes -> {data.x.shape[1]} dims ({time.time() - start:.0f} s; "
         f"{len(data.labels.codes):,} ICD-{data.labels.version} labels)")
     f, h, t = cfg.federated, cfg.head, cfg.train
+
+    def where(split: int, setting: str, design: str) -> tuple[Path, Path]:
+        """(result file, model folder) of one experiment."""
+        return (out / "results" / f"split-{split}" / f"{setting}-{design}.json",
+                out / "models" / f"split-{split}" / f"{setting}-{design}")
+
     results: dict[str, dict[str, list[dict]]] = {}
-    splits, assignments, pending, configs = [], {}, [], {}
+    splits, assignments, pending, owner = [], {}, [], {}
     for split in range(cfg.splits.count):
-        assigned = split_assignments(data, cfg.data, split, cfg.splits.seed)
-        assignments[split] = assigned
+        assigned = assignments[split] = split_assignments(data, cfg.data, split, cfg.splits.seed)
         name = f"split-{split}"
         splits.append({"split": split, **{s: int((assigned == s).sum()) for s in ("train", "val", "test")},
-                       "partitions": {}})
+                       "partitions": {scheme: _write_sites(data, assigned, cfg, scheme, split,
+                                                           out / "sites" / name / scheme) for scheme in f.partitions}})
         for design in cfg.heads:
             config = head_config(design, data.x.shape[1], len(data.labels.codes), data.label_hash, "", h.hidden_size,
                                  h.dropout, t.lr[design], t.weight_decay, t.batch_size, f.local_epochs, t.seed)
-            path = out / "results" / name / f"central-{design}.json"
-            result = _done(path, fingerprint)
+            result = _done(where(split, "central", design)[0], fingerprint)
             if result is None:
                 begun = time.time()
-                result = _finish(data, assigned, train_central(data, assigned, config, cfg), config, path,
-                                 out / "models" / name / f"central-{design}", fingerprint, time.time() - begun)
+                result = _finish(data, assigned, train_central(data, assigned, config, cfg), config,
+                                 *where(split, "central", design), fingerprint, time.time() - begun)
             log(f"{name} central {design}: test micro-F1 {result['test']['f1_micro']:.4f} "
                 f"(epoch {result['best_round']})")
             results.setdefault("central", {}).setdefault(design, []).append({**result, "design": design})
             for scheme in f.partitions:
-                sites = out / "sites" / name / scheme
-                splits[-1]["partitions"][scheme] = _write_sites(data, assigned, cfg, scheme, split, sites) \
-                    if design == cfg.heads[0] else splits[-1]["partitions"][scheme]
                 experiment = Experiment(f"{name}/{scheme}/{design}", f"{name}/{scheme}",
                                         {**config, "data": f"{name}/{scheme}"}, t.seed)
-                configs[experiment.name] = (split, scheme, design)
-                done = _done(out / "results" / name / f"{scheme}-{design}.json", fingerprint)
-                if done is None:
+                owner[experiment.name] = (split, scheme, design)
+                if _done(where(split, scheme, design)[0], fingerprint) is None:
                     pending.append(experiment)
 
     def on_done(experiment: Experiment, found: dict, seconds: float) -> None:
-        split, scheme, design = configs[experiment.name]
-        name = f"split-{split}"
-        result = _finish(data, assignments[split], found, experiment.config,
-                         out / "results" / name / f"{scheme}-{design}.json",
-                         out / "models" / name / f"{scheme}-{design}", fingerprint, seconds)
+        split, scheme, design = owner[experiment.name]
+        result = _finish(data, assignments[split], found, experiment.config, *where(split, scheme, design),
+                         fingerprint, seconds)
         log(f"{experiment.name}: test micro-F1 {result['test']['f1_micro']:.4f} (round {result['best_round']})")
 
     if pending:
         run_simulation(pending, out / "sites", cfg, on_done, log)
-    for split in range(cfg.splits.count):
-        for scheme in f.partitions:
-            for design in cfg.heads:
-                result = _done(out / "results" / f"split-{split}" / f"{scheme}-{design}.json", fingerprint)
-                if result is None:
-                    raise RuntimeError(f"split-{split}/{scheme}/{design}: the simulation ended without a result")
-                results.setdefault(scheme, {}).setdefault(design, []).append({**result, "design": design})
+    for split, scheme, design in owner.values():
+        result = _done(where(split, scheme, design)[0], fingerprint)
+        if result is None:
+            raise RuntimeError(f"split-{split}/{scheme}/{design}: the simulation ended without a result")
+        results.setdefault(scheme, {}).setdefault(design, []).append({**result, "design": design})
     report = summarize(cfg, data, splits, results, time.time() - start)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
