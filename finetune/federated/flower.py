@@ -1,7 +1,7 @@
 """The Flower apps: a ClientApp that trains and validates a head on one site's embeddings, and a ServerApp that runs
 FedAvg or FedProx (Flower's own strategies) over the sites and keeps the best round by federated validation.
 
-Protocol (Flower's Message API, flwr >= 1.22):
+Protocol (Flower's Message API; tested on flwr 1.42):
 - query (once, before round 1): each site replies its training embeddings' count, sum and sum of squares per
   dimension (`heads.moments`); their sum standardizes the head's input for everyone (`heads.set_moments`).
 - train: the strategy sends the global weights ("arrays") and a config: the head (design, dim, n-labels,
