@@ -356,3 +356,11 @@ def test_a_failing_site_stops_the_run_with_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="sites did not send their embedding moments|differ from the federation"):
         run_simulation([Experiment("iid/linear", "iid", config, 0)], tmp_path / "sites", cfg,
                        lambda *args: pytest.fail("no result may come out"), log=lambda line: None)
+
+
+@pytest.mark.parametrize("preset", ["demo.yaml", "mimic4.yaml"])
+def test_presets_load(icd, preset):
+    from finetune.federated.config import load_federated_config
+
+    cfg = load_federated_config(DEMO.parent / preset, [f"data={icd / 'data'}", f"embedding.model={icd / 'encoder'}"])
+    assert set(cfg.heads) <= set(cfg.train.lr) and cfg.federated.clients >= 2
