@@ -188,10 +188,11 @@ def _federated_train(args: argparse.Namespace) -> None:
     if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
         raise ValueError("the federated recipe needs Flower's simulation runtime: pip install -e '.[fl]' "
                          "(flwr[simulation]; `make setup` installs it)")
-    from finetune.federated.train import format_table, parse_args
+    from finetune.federated.config import load_federated_config
+    from finetune.federated.train import format_table
     from finetune.federated.train import main as federated_main
 
-    print(format_table(federated_main(parse_args(["--config", args.config, *args.overrides]))))
+    print(format_table(federated_main(load_federated_config(args.config, args.overrides))))
 
 
 def _federated_site(args: argparse.Namespace) -> None:

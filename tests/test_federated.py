@@ -170,6 +170,7 @@ def test_train_cli_end_to_end_two_sites_two_rounds_and_resume(icd, cmbert, monke
     # A rerun finds every result (and the embedding cache): no embedding, no training, no simulation.
     import finetune.embeddings as embeddings
     import finetune.federated.train as train
+    from finetune.federated.config import load_federated_config
 
     def refuse(*args, **kwargs):
         raise AssertionError("nothing should be recomputed")
@@ -177,7 +178,7 @@ def test_train_cli_end_to_end_two_sites_two_rounds_and_resume(icd, cmbert, monke
     monkeypatch.setattr(train, "run_simulation", refuse)
     monkeypatch.setattr(train, "train_central", refuse)
     monkeypatch.setattr(embeddings, "load_encoder", refuse)
-    again = train.main(train.parse_args(["--config", str(DEMO), *overrides]), log=lambda line: None)
+    again = train.main(load_federated_config(DEMO, overrides), log=lambda line: None)
     assert again["summary"] == report["summary"]
 
 
@@ -207,7 +208,7 @@ def test_federated_matches_centralized_on_iid_sites(tmp_path):
         return compute_metrics(y[test], score(head, x[test]), threshold, ["f1_micro"])["f1_micro"]
 
     found = {}
-    run_simulation([Experiment("iid/linear", "iid", config, 0)], tmp_path / "sites", cfg,
+    run_simulation([Experiment("iid/linear", config)], tmp_path / "sites", cfg,
                    lambda e, result, seconds: found.update(result), log=lambda line: None)
     assert [r["sites_validated"] for r in found["rounds"]] == [2] * 12
     head = initial_head(config, 0, moments(x[train]))
@@ -354,7 +355,7 @@ def test_a_failing_site_stops_the_run_with_a_clear_error(tmp_path):
     cfg.federated.clients, cfg.federated.rounds = 2, 1
     config = head_config("linear", 16, 6, "h", "iid", 8, 0.0, 1e-2, 0.0, 32, 1, 0)
     with pytest.raises(Exception, match="sites did not send their embedding moments|differ from the federation"):
-        run_simulation([Experiment("iid/linear", "iid", config, 0)], tmp_path / "sites", cfg,
+        run_simulation([Experiment("iid/linear", config)], tmp_path / "sites", cfg,
                        lambda *args: pytest.fail("no result may come out"), log=lambda line: None)
 
 

@@ -70,12 +70,15 @@ def make_client_app(site_path: Callable[[Context, str], str | Path], threads: in
     (simulated clients share the machine's cores)."""
     app = ClientApp()
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
+    def received(msg: Message, context: Context):
+        """(config, site data, head with the global weights) of a train or evaluate message."""
         torch.set_num_threads(threads)
         config = msg.content["config"]
-        site = _site(site_path, context, config)
-        head = _load(config, msg.content["arrays"])
+        return config, _site(site_path, context, config), _load(config, msg.content["arrays"])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        config, site, head = received(msg, context)
         # A different stream per round and site, reproducible from the run's seed.
         seed = int(config["seed"]) * 1_000_003 + int(config["server-round"]) * 1_009 + \
             int(context.node_config.get("partition-id", 0))
@@ -93,10 +96,7 @@ def make_client_app(site_path: Callable[[Context, str], str | Path], threads: in
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        torch.set_num_threads(threads)
-        config = msg.content["config"]
-        site = _site(site_path, context, config)
-        head = _load(config, msg.content["arrays"])
+        _, site, head = received(msg, context)
         positives, true_positives, predicted = threshold_counts(site.val_y.dense(), score(head, site.val_x))
         metrics = MetricRecord({"num-examples": len(site.val_x), "positives": int(positives),
                                 "true-positives": [int(v) for v in true_positives],
@@ -119,12 +119,11 @@ def sum_counts(contents: list[RecordDict], weight_key: str) -> MetricRecord:
 
 @dataclass
 class Experiment:
-    """One federated training: a head design on one set of site files."""
+    """One federated training: a name for the logs and the train config (`head_config`), whose "data" names the site
+    files the clients read and whose "seed" starts the head."""
 
     name: str
-    data: str  # the data name clients resolve to their site file
-    config: dict  # the train ConfigRecord's values (`head_config`)
-    seed: int
+    config: dict
 
 
 def head_config(design: str, dim: int, n_labels: int, label_hash: str, data: str, hidden_size: int, dropout: float,
@@ -212,7 +211,8 @@ def run_experiment(grid: Grid, experiment: Experiment, clients: int, rounds: int
                         val_f1_micro=entry["val_f1_micro"])
         return None
 
-    start = initial_head(experiment.config, experiment.seed, federated_moments(grid, experiment.config, clients))
+    start = initial_head(experiment.config, int(experiment.config["seed"]),
+                         federated_moments(grid, experiment.config, clients))
     fed.start(grid=grid, num_rounds=rounds, train_config=ConfigRecord(experiment.config),
               evaluate_config=ConfigRecord(experiment.config), evaluate_fn=keep_best,
               initial_arrays=ArrayRecord(start.state_dict()))
@@ -239,7 +239,7 @@ def _deployed_main(grid: Grid, context: Context) -> None:
     config = head_config(str(rc["design"]), int(rc["dim"]), int(rc["n-labels"]), str(rc["label-hash"]), "site",
                          int(rc["hidden-size"]), float(rc["dropout"]), float(rc["lr"]), float(rc["weight-decay"]),
                          int(rc["batch-size"]), int(rc["local-epochs"]), int(rc["seed"]))
-    found = run_experiment(grid, Experiment("deployed", "site", config, int(rc["seed"])), int(rc["clients"]),
+    found = run_experiment(grid, Experiment("deployed", config), int(rc["clients"]),
                            int(rc["rounds"]), str(rc["strategy"]), float(rc["proximal-mu"]), float(rc["fraction-train"]),
                            log_round=lambda entry: logging.getLogger("flwr").warning(json.dumps(entry)))
     save_head(Path(str(rc["out"])), found["state"], config, found["threshold"],

@@ -20,7 +20,6 @@ run resumes at the first experiment without a result (a result made under anothe
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune.federated.config import EmbeddingConfig, FederatedConfig, load_federated_config
+from finetune.federated.config import EmbeddingConfig, FederatedConfig
 from finetune.federated.data import (
     EmbeddedDataset,
     embed_dataset,
@@ -79,13 +78,13 @@ def train_central(data: EmbeddedDataset, assigned: np.ndarray, config: dict, cfg
     with the best validation micro-F1 at its tuned threshold."""
     t = cfg.train
     train, val = _rows(assigned, "train"), _rows(assigned, "val")
-    head = initial_head(config, t.seed, moments(data.x[train]))
-    train_y, val_y = data.y.take(train), data.y.dense(val)
+    train_x, train_y, val_x, val_y = data.x[train], data.y.take(train), data.x[val], data.y.dense(val)
+    head = initial_head(config, t.seed, moments(train_x))
     best, history = {"val_f1_micro": -1.0}, []
     for epoch in range(1, t.epochs + 1):
-        loss = train_epochs(head, data.x[train], train_y, 1, config["lr"], t.weight_decay, t.batch_size,
+        loss = train_epochs(head, train_x, train_y, 1, config["lr"], t.weight_decay, t.batch_size,
                             t.seed * 1_000_003 + epoch)
-        threshold, f1 = best_threshold(*threshold_counts(val_y, score(head, data.x[val])))
+        threshold, f1 = best_threshold(*threshold_counts(val_y, score(head, val_x)))
         history.append({"epoch": epoch, "train_loss": loss, "val_f1_micro": f1, "threshold": threshold})
         if f1 > best["val_f1_micro"]:
             best = {"state": {k: v.clone() for k, v in head.state_dict().items()}, "round": epoch,
@@ -212,8 +211,7 @@ def main(cfg: FederatedConfig, log=print) -> dict:
                 f"(epoch {result['best_round']})")
             results.setdefault("central", {}).setdefault(design, []).append({**result, "design": design})
             for scheme in f.partitions:
-                experiment = Experiment(f"{name}/{scheme}/{design}", f"{name}/{scheme}",
-                                        {**config, "data": f"{name}/{scheme}"}, t.seed)
+                experiment = Experiment(f"{name}/{scheme}/{design}", {**config, "data": f"{name}/{scheme}"})
                 owner[experiment.name] = (split, scheme, design)
                 if _done(where(split, scheme, design)[0], fingerprint) is None:
                     pending.append(experiment)
@@ -297,10 +295,3 @@ def format_table(report: dict) -> str:
                      f"{', '.join(bar['heads_within']) or 'none'}")
     return "\n".join(lines)
 
-
-def parse_args(argv: list[str] | None = None) -> FederatedConfig:
-    parser = argparse.ArgumentParser(prog="cmbert finetune federated train")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    return load_federated_config(args.config, args.overrides)
