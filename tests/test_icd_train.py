@@ -204,3 +204,30 @@ def test_prepare_command_writes_the_same_dataset(icd, tmp_path, cmbert):
     assert "train:" in proc.stdout and "exclude_subjects.txt" in proc.stdout
     for name in ("train.jsonl.gz", "val.jsonl.gz", "test.jsonl.gz", "labels.json", "exclude_subjects.txt"):
         assert (tmp_path / "data" / name).read_bytes() == (icd / "data" / name).read_bytes(), name
+
+
+def test_lora_on_a_pruned_encoder_trains_adapters_and_exports_a_stock_model(icd, tmp_path):
+    """LoRA + top-layer pruning: the frozen encoder weights come out unchanged, the adapters are merged into the
+    exported weights, and the exported encoder is a one-layer stock ModernBERT."""
+    import transformers
+    from safetensors.torch import load_file
+
+    import finetune.icd.train as train
+
+    cfg = load_icd_config(DEMO, overrides(icd, tmp_path, "eval.baselines=[]", "model.lora.enabled=true",
+                                          "model.lora.r=4", "model.prune.strategy=top"))
+    train.main(cfg)
+    run = tmp_path / "runs" / "encoder-64-seed0"
+    result = json.loads((run / "result.json").read_text())
+    assert result["prune"]["dropped"] == [1] and result["lora"]["r"] == 4
+    assert 0 < result["adapter_parameters"] < result["trainable_parameters"] < result["parameters"]
+    assert result["trainable_percent"] == pytest.approx(100 * result["trainable_parameters"] / result["parameters"],
+                                                        abs=1e-3)
+    exported = load_file(run / "model" / "model.safetensors")
+    assert not any("lora" in k for k in exported)
+    original = load_file(icd / "encoder" / "model.safetensors")
+    for key in ("embeddings.tok_embeddings.weight", "layers.0.mlp_norm.weight", "final_norm.weight"):
+        assert torch.equal(exported[key], original[f"model.{key}"]), key
+    assert not torch.equal(exported["layers.0.attn.Wqkv.weight"], original["model.layers.0.attn.Wqkv.weight"])
+    stock = transformers.AutoModel.from_pretrained(run / "model")
+    assert stock.config.num_hidden_layers == 1 and stock.config.pruned_from["kept"] == [0]

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from finetune.lora import LoraSettings, check_lora_settings
+from finetune.pruning import PruneSettings, check_prune_settings
 from pretrain.config import ConfigError, load_dataclass
 
 
@@ -33,6 +35,10 @@ class IcdModelConfig:
     queries_per_label: int = 1
     attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
     gradient_checkpointing: bool = False  # recompute each layer in backward: 8k-token notes on small GPUs
+    # Parameter-efficient fine-tuning: layers dropped before training (finetune/pruning.py), LoRA adapters on the
+    # rest (finetune/lora.py; the head stays fully trainable, the exported model has the adapters merged in).
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
 
 @dataclass
@@ -120,6 +126,8 @@ def check_icd_config(cfg: IcdConfig) -> None:
     if m.max_length < 16 or m.max_chunks < 1 or m.attention_dim < 1 or m.queries_per_label < 1:
         raise ConfigError("model.max_length must be >= 16, model.max_chunks, model.attention_dim and "
                           "model.queries_per_label >= 1")
+    check_prune_settings(m.prune, "model.prune")
+    check_lora_settings(m.lora, "model.lora")
     if m.head == "pooled" and m.max_chunks != 1:
         raise ConfigError("model.max_chunks: the pooled head reads one chunk per note (set 1), or use head: laat")
     if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1:

@@ -54,6 +54,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from finetune.lora import merged_copy
+from finetune.pruning import PruneSettings, prune_layers
+
 FORMAT = "cmbert-icd/1"
 ICD_JSON = "icd.json"
 HEAD_FILE = "label_attention.safetensors"
@@ -162,8 +165,10 @@ class IcdModel(nn.Module):
 
     @classmethod
     def from_encoder(cls, folder: str | Path, meta: IcdMeta, n_train: int, tokenizer=None,
-                     title_init: bool = True, terms: list[list[list[int]]] | None = None) -> IcdModel:
-        """A fresh head on the encoder of any transformers ModernBERT folder (MLM, base or classifier weights).
+                     title_init: bool = True, terms: list[list[list[int]]] | None = None,
+                     prune: PruneSettings | None = None) -> IcdModel:
+        """A fresh head on the encoder of any transformers ModernBERT folder (MLM, base or classifier weights),
+        with the layers `prune` chooses dropped first (the head starts from the pruned encoder's reading of titles).
 
         `terms`: per code, token-id phrases (`finetune.icd.terms.evidence_terms`) for its queries 1, 2, ...; a query
         with no phrase starts as a copy of query 0 (the title's, with `title_init`)."""
@@ -183,6 +188,8 @@ class IcdModel(nn.Module):
             config.problem_type = "multi_label_classification"
         encoder_cls = ModernBertForSequenceClassification if meta.head == "pooled" else ModernBertModel
         encoder = quiet_from_pretrained(encoder_cls, folder, config=config)
+        if prune is not None:
+            prune_layers(encoder, prune)
         model = cls(encoder, meta)
         bias = prior_log_odds(meta.train_counts, n_train)
         with torch.no_grad():
@@ -261,7 +268,7 @@ class IcdModel(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(folder)
+        merged_copy(self.encoder).save_pretrained(folder)  # LoRA adapters folded in: a stock ModernBERT folder
         save_tokenizer(tokenizer, folder)
         if self.meta.head == "laat":
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD_FILE)
@@ -284,9 +291,3 @@ class IcdModel(nn.Module):
         if meta.head == "laat":
             model.head.load_state_dict(load_file(folder / HEAD_FILE))
         return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters."""
-    total = sum(p.numel() for p in model.parameters())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

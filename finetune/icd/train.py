@@ -26,7 +26,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -44,8 +44,9 @@ from finetune.icd.batches import (
     token_budget_batches,
 )
 from finetune.icd.config import IcdConfig, IcdEvalConfig, load_icd_config
-from finetune.icd.model import IcdMeta, IcdModel, count_parameters
+from finetune.icd.model import IcdMeta, IcdModel
 from finetune.icd.terms import evidence_terms
+from finetune.lora import apply_lora, trainable_summary
 from modeling import enable_checkpointing
 
 SPLITS = ("train", "val", "test")
@@ -161,15 +162,23 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         found = [len(t) for t in terms]
         print(f"[icd] {variant.name}: evidence-term queries for {sum(n > 0 for n in found)} of {len(found)} codes "
               f"({sum(found)} terms)", flush=True)
-    model = IcdModel.from_encoder(init_from, meta, len(train.notes), tokenizer, cfg.model.title_init, terms).to(device)
+    model = IcdModel.from_encoder(init_from, meta, len(train.notes), tokenizer, cfg.model.title_init, terms,
+                                  cfg.model.prune).to(device)
+    lora = cfg.model.lora
+    if lora.enabled:  # the pooled head's dense layer and classifier live inside the encoder module and stay trainable
+        apply_lora(model.encoder, lora, keep_trainable=("head.", "classifier."))
     if cfg.model.gradient_checkpointing:
         enable_checkpointing(model.encoder)
-    # Fresh parameters (the LAAT head, or transformers' classifier layer) train at head_lr, the encoder at lr.
-    fresh = [n.startswith(("head.", "encoder.classifier.")) for n, _ in model.named_parameters()]
-    head_params = [p for (_, p), f in zip(model.named_parameters(), fresh, strict=True) if f]
-    encoder_params = [p for (_, p), f in zip(model.named_parameters(), fresh, strict=True) if not f]
-    optimizer = torch.optim.AdamW([{"params": encoder_params, "lr": t.lr}, {"params": head_params, "lr": t.head_lr}],
-                                  weight_decay=t.weight_decay)
+    # Fresh parameters (the LAAT head, or transformers' classifier layer) train at head_lr, LoRA adapters at
+    # lora.lr, the rest of the encoder (all of it without LoRA) at lr; the adapters follow the encoder's schedule.
+    is_head = lambda name: name.startswith(("head.", "encoder.classifier."))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"name": "encoder", "lr": t.lr, "params": [p for n, p in named if not is_head(n) and "lora_" not in n]},
+              {"name": "head", "lr": t.head_lr, "params": [p for n, p in named if is_head(n)]},
+              {"name": "lora", "lr": lora.lr, "params": [p for n, p in named if "lora_" in n]}]
+    groups = [g for g in groups if g["params"]]
+    encoder_trainable = [p for p in model.encoder.parameters() if p.requires_grad]  # frozen in the head warm-up
+    optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     lengths = np.diff(train.notes.offsets)
     batches_per_epoch = len(token_budget_batches(lengths, t.tokens_per_batch, t.max_notes_per_batch))
     steps_per_epoch = max(1, batches_per_epoch // world // t.grad_accum)
@@ -184,7 +193,9 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
     encoder_lambda = partial(_delayed, start=frozen_steps, inner=partial(
         wsd_lambda, total_steps=total_steps - frozen_steps, warmup_steps=encoder_warmup,
         decay_steps=total_steps - frozen_steps - encoder_warmup, decay_shape="linear"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [encoder_lambda, head_lambda])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [head_lambda if g["name"] == "head" else encoder_lambda for g in groups])
+    group_index = {g["name"]: i for i, g in enumerate(groups)}
 
     engine = None
     if t.deepspeed is not None:
@@ -216,7 +227,7 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         state = saved["state"]
         print(f"[icd] {run_dir.name}: resuming at epoch {state['epoch']} batch {state['batch']} "
               f"(step {state['step']})", file=sys.stderr)
-    trainable, total = count_parameters(model)
+    parameters = trainable_summary(model)
     logger = MetricsLogger(run_dir, cfg.to_dict(), enabled=rank == 0, wandb_mode=cfg.logging.wandb,
                            project=cfg.logging.project, run_name=run_dir.name, resume_step=state["step"] + 1)
     cls_id, sep_id = model.config.cls_token_id, model.config.sep_token_id
@@ -235,7 +246,8 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
     while not state["done"] and state["epoch"] < t.epochs:
         frozen = state["epoch"] < t.head_warmup_epochs
         model.train()
-        model.encoder.requires_grad_(not frozen)
+        for p in encoder_trainable:
+            p.requires_grad_(not frozen)
         if frozen:
             model.encoder.eval()  # no dropout in the states the head learns from
         else:
@@ -278,9 +290,10 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
             state["step"] += 1
             if state["step"] % cfg.logging.every_steps == 0:
                 rate = tokens_seen / max(train_seconds, 1e-9)
-                logger.log(state["step"], loss=loss.item(), lr=scheduler.get_last_lr()[0],
-                           head_lr=scheduler.get_last_lr()[1], tokens_per_s=rate,
-                           epoch=state["epoch"])
+                lrs = {name: scheduler.get_last_lr()[i] for name, i in group_index.items()}
+                logger.log(state["step"], loss=loss.item(), lr=lrs.get("encoder", lrs.get("lora")),
+                           head_lr=lrs["head"], tokens_per_s=rate, epoch=state["epoch"],
+                           **({"lora_lr": lrs["lora"]} if "lora" in lrs else {}))
             if state["step"] % t.checkpoint_every_steps == 0:
                 _save_state(ckpt, model, optimizer, scheduler, state, engine)
             if t.max_steps and state["step"] >= t.max_steps:
@@ -321,7 +334,10 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         "max_length": variant.max_length, "max_chunks": variant.max_chunks, "threshold": threshold,
         "best_epoch": state["best_epoch"] + 1, "steps": state["step"], "train_seconds": round(seconds, 1),
         "train_tokens_per_s": round(tokens_seen / train_seconds, 1) if tokens_seen else None,
-        "trainable_parameters": trainable, "parameters": total, "world_size": world,
+        **parameters, "world_size": world,
+        "lora": asdict(cfg.model.lora) if cfg.model.lora.enabled else None,
+        "prune": {**asdict(cfg.model.prune), "dropped": best.config.pruned_from["dropped"]}
+        if cfg.model.prune.strategy != "none" else None,
         "deepspeed": t.deepspeed,
         "val": compute_metrics(data["val"].Y, val_scores, threshold),
         "test": compute_metrics(data["test"].Y, test_scores, threshold),
