@@ -96,6 +96,8 @@ def prune_layers(model: nn.Module, settings: PruneSettings) -> list[int]:
     returns the dropped indices (in the unpruned numbering)."""
     from modeling.model import Rotary
 
+    if settings.strategy == "none":
+        return []
     body = encoder_body(model)
     config = body.config
     types = list(config.layer_types)

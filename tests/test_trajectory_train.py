@@ -247,6 +247,34 @@ def test_encoder_fine_tuned_end_to_end(run, tmp_path):
         assert r["score"] == pytest.approx(row[categories.index(r["category"])], abs=1e-4)
 
 
+def test_encoder_fine_tuned_with_lora_on_pruned_layers(run, tmp_path):
+    """model.lora + model.prune on the fine-tuned note encoder: only adapters train in it, they are merged into the
+    saved encoder/, which keeps layer 0 of the two and loads in transformers."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from finetune.trajectory.train import main
+
+    out = tmp_path / "lora"
+    report = main(load_trajectory_config(DEMO, [*train_overrides(run.work), f"out={out}", "inputs=[both]",
+                                                "model.finetune_encoder=true", "train.epochs=1",
+                                                "model.lora.enabled=true", "model.prune.strategy=top",
+                                                "bootstrap_resamples=0"]))
+    trainable = report["systems"]["model:both"]["trainable"]
+    assert 0 < trainable["adapter_parameters"] < trainable["trainable_parameters"] < trainable["parameters"]
+    encoder = out / "both" / "model" / "encoder"
+    stock = transformers.AutoModel.from_pretrained(encoder)
+    assert stock.config.num_hidden_layers == 1 and stock.config.pruned_from["dropped"] == [1]
+    before, after = load_file(str(run.work / "encoder" / "model.safetensors")), load_file(
+        str(encoder / "model.safetensors"))
+    assert set(after) == {k.removeprefix("model.") for k in before if k.startswith("model.")
+                          and not k.startswith("model.layers.1.")}
+    assert torch.equal(after["embeddings.tok_embeddings.weight"], before["model.embeddings.tok_embeddings.weight"])
+    assert not torch.equal(after["layers.0.attn.Wqkv.weight"], before["model.layers.0.attn.Wqkv.weight"])
+    with pytest.raises(ConfigError, match="finetune_encoder"):
+        load_trajectory_config(DEMO, [*train_overrides(run.work), "model.lora.enabled=true"])
+
+
 def test_fine_tuned_pieces_equal_the_frozen_path_and_carry_gradients(run):
     """The pieces the model computes from token chunks (with gradients) are those `embed_segments` gives."""
     from finetune.embeddings import embed_segments, load_encoder

@@ -70,8 +70,9 @@ def write_report(out: Path, labels, results: list[dict], split, eval_cfg, datase
         rates = [r["train_tokens_per_s"] for r in runs if r.get("train_tokens_per_s")]
         if rates:
             systems[name]["train_tokens_per_s"] = _mean_std(rates)
-        if runs[0].get("trainable_parameters"):
-            systems[name]["trainable_parameters"] = runs[0]["trainable_parameters"]
+        for key in ("trainable_parameters", "parameters", "trainable_percent", "lora", "prune"):
+            if runs[0].get(key) is not None:
+                systems[name][key] = runs[0][key]
 
     significance = {}
     baseline = reference or next((r["system"] for r in results if r.get("variant") == "tfidf"), results[0]["system"])
@@ -123,15 +124,16 @@ def format_table(report: dict) -> str:
     cols = ("f1_micro", "f1_macro", "auc_micro", "precision_at_8", "r_precision", "map")
     split = report["split"]
     lines = [f"ICD-{report['icd_version']}: {report['codes']} codes, {report['notes']} {split} notes",
-             "| system | " + " | ".join(cols) + " | tokens/s |", "|---" * (len(cols) + 2) + "|"]
+             "| system | " + " | ".join(cols) + " | tokens/s | trainable % |", "|---" * (len(cols) + 3) + "|"]
     for name, s in report["systems"].items():
         cells = []
         for c in cols:
             m = s[split][c]
             cells.append(f"{100 * m['mean']:.1f}" + (f" ± {100 * m['std']:.1f}" if m["n"] > 1 else ""))
         rate = s.get("train_tokens_per_s", {}).get("mean")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate:,.0f} |" if rate else
-                     f"| {name} | " + " | ".join(cells) + " | – |")
+        cells.append(f"{rate:,.0f}" if rate else "–")
+        cells.append(f"{s['trainable_percent']:.2f}" if s.get("trainable_percent") is not None else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     buckets = report["by_length"]["buckets"]
     if buckets:
         names = list(report["systems"])

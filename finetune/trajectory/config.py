@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from finetune.lora import LoraSettings, check_lora_settings
+from finetune.pruning import PruneSettings, check_prune_settings
 from pretrain.config import ConfigError, load_dataclass
 
 INPUTS = ("both", "codes", "notes")  # the ablations: what a visit embedding is made of
@@ -32,6 +34,10 @@ class TrajectoryModelConfig:
     # job (lower train.batch_size or note_max_tokens if memory runs out); gradient_checkpointing recomputes layers.
     finetune_encoder: bool = False
     gradient_checkpointing: bool = False
+    # With finetune_encoder: layers dropped from the note encoder before training (finetune/pruning.py) and LoRA
+    # adapters on the rest (finetune/lora.py; at lora.lr instead of train.encoder_lr, merged into encoder/ on save).
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     hidden_size: int = 128
     layers: int = 2
     heads: int = 4
@@ -89,6 +95,11 @@ def check_trajectory_config(cfg: TrajectoryConfig) -> None:
     if {"both", "notes"} & set(cfg.inputs) and not (m.encoder and Path(m.encoder, "config.json").is_file()):
         raise ConfigError(f"model.encoder: {m.encoder!r} has no config.json; the inputs {cfg.inputs} read notes and "
                           "need a local ModernBERT folder (or set inputs=[codes])")
+    check_prune_settings(m.prune, "model.prune")
+    check_lora_settings(m.lora, "model.lora")
+    if (m.lora.enabled or m.prune.strategy != "none") and not m.finetune_encoder:
+        raise ConfigError("model.lora / model.prune adapt the note encoder while it trains: set "
+                          "model.finetune_encoder=true (a frozen encoder's notes are embedded once)")
     if m.hidden_size < 8 or m.layers < 1 or m.heads < 1 or m.hidden_size % m.heads:
         raise ConfigError("model.hidden_size must be >= 8 and divisible by model.heads; model.layers >= 1")
     if not 0 <= m.dropout < 1 or not 0 <= t.note_dropout < 1:

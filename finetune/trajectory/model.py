@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from finetune.lora import merged_copy
+
 # Days since the previous visit: bucket 0 is "first visit", then [0, 7), [7, 30), ... [1825, inf).
 GAP_EDGES = (7.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1825.0)
 AGE_STEP, AGE_BUCKETS = 5.0, 21  # 0-4, 5-9, ... 100+; index AGE_BUCKETS is "unknown"
@@ -208,7 +210,7 @@ class TrajectoryModel(nn.Module):
         state = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("note_encoder.")}
         save_file(state, str(folder / "model.safetensors"))
         if self.note_encoder is not None:
-            self.note_encoder.save_pretrained(folder / ENCODER_FOLDER)
+            merged_copy(self.note_encoder).save_pretrained(folder / ENCODER_FOLDER)  # adapters folded in
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(folder / ENCODER_FOLDER)
         (folder / "trajectory.json").write_text(json.dumps(asdict(self.meta), indent=1) + "\n", encoding="utf-8")

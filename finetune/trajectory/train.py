@@ -226,6 +226,8 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
     `NoteTokens` (model.finetune_encoder) the note encoder trains too, at train.encoder_lr; validation and test read
     notes through the encoder as it is at that point (pieces recomputed without gradients)."""
     from finetune.embeddings import load_encoder, segments_of_tokens
+    from finetune.lora import apply_lora, trainable_summary
+    from finetune.pruning import prune_layers
 
     t = cfg.train
     torch.manual_seed(t.seed)
@@ -237,6 +239,9 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
     note_encoder = tokenizer = None
     if finetune:
         note_encoder, tokenizer = load_encoder(cfg.model.encoder, device, trainable=True)
+        prune_layers(note_encoder, cfg.model.prune)
+        if cfg.model.lora.enabled:
+            apply_lora(note_encoder, cfg.model.lora)
         if cfg.model.gradient_checkpointing:
             from modeling.model import enable_checkpointing
 
@@ -250,8 +255,10 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
     encoder_ids = {id(p) for p in note_encoder.parameters()} if finetune else set()
     groups = [{"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": t.lr}]
     if finetune:
-        groups.append({"params": list(note_encoder.parameters()), "lr": t.encoder_lr})
+        groups.append({"params": [p for p in note_encoder.parameters() if p.requires_grad],
+                       "lr": cfg.model.lora.lr if cfg.model.lora.enabled else t.encoder_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+    trainable = trainable_summary(model)  # as trained: with the note encoder (its LoRA adapters) when fine-tuned
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     n_categories = data["train"].y.shape[1]
     train_notes = notes if reads_notes else None
@@ -308,7 +315,8 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
     return {"kind": "model", "inputs": inputs, "dir": str(out / "model"), "best_epoch": best_epoch,
             "epochs_run": len(history), "history": history, "train_seconds": round(time.perf_counter() - start, 1),
             "parameters": sum(p.numel() for p in model.parameters())
-            + (sum(p.numel() for p in best_encoder.parameters()) if finetune else 0), "scores": scores}
+            + (sum(p.numel() for p in best_encoder.parameters()) if finetune else 0), "trainable": trainable,
+            "scores": scores}
 
 
 def _history_notes(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patient], device: torch.device,
