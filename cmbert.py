@@ -134,6 +134,12 @@ def _icd_prepare(args: argparse.Namespace) -> None:
           f"exclude_subjects.txt for `cmbert corpus build --exclude-subjects`)")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from finetune.sweep import load_sweep_config, main
+
+    main(load_sweep_config(args.config, args.overrides))  # prints the table
+
+
 def _icd_train(args: argparse.Namespace) -> None:
     from finetune.icd.config import load_icd_config
     from finetune.icd.report import format_table
@@ -380,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     icd_eval.add_argument("--out", required=True, help="report folder")
     icd_eval.add_argument("--precision", default="auto", help=PRECISION_HELP)
 
+    sweep = _add(finetune, "sweep", "full fine-tuning vs LoRA vs LoRA on layer-pruned encoders on one ICD split: "
+                 "trainable share, memory, step time and quality retained, side by side",
+                 "cmbert finetune sweep --config configs/finetune/sweep/demo.yaml data=runs/demo/icd-data "
+                 "init_from=runs/demo/model", _sweep)
+    sweep.add_argument("--config", required=True, help="a YAML preset in configs/finetune/sweep/")
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. fraction=0.5 lora.r=4")
     trajectory = finetune.add_parser(
         "trajectory", help="next-visit disease prediction from coded history and notes",
         description="next-visit disease prediction from coded history and notes (visit-sequence transformer)")

@@ -231,3 +231,27 @@ def test_lora_on_a_pruned_encoder_trains_adapters_and_exports_a_stock_model(icd,
     assert not torch.equal(exported["layers.0.attn.Wqkv.weight"], original["model.layers.0.attn.Wqkv.weight"])
     stock = transformers.AutoModel.from_pretrained(run / "model")
     assert stock.config.num_hidden_layers == 1 and stock.config.pruned_from["kept"] == [0]
+
+
+def test_sweep_compares_full_lora_and_pruned_lora(icd, tmp_path, cmbert):
+    """`cmbert finetune sweep`: every variant trains through the ICD recipe; the table has cost and quality per
+    variant, and two strategies that drop the same layers train once."""
+    sweep = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "sweep" / "demo.yaml"
+    tiny = [o for o in overrides(icd, tmp_path)[3:]]  # everything but data, init_from, out
+    proc = cmbert("finetune", "sweep", "--config", sweep, f"out={tmp_path / 'sweep'}", f"data={icd / 'data'}",
+                  f"init_from={icd / 'encoder'}", f"overrides=[{','.join(tiny)},train.head_warmup_epochs=0]",
+                  "strategies=[top,every_other]", "probe_steps=1", "probe_warmup=0", "probe_batches=1", "lora.r=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "drops the same layers [1] as lora+top" in proc.stderr
+    report = json.loads((tmp_path / "sweep" / "report.json").read_text())
+    rows = report["variants"]
+    assert list(rows) == ["full", "lora", "lora+top"]
+    assert rows["full"]["trainable_percent"] == 100 and rows["full"]["retained_f1_micro"] == 1
+    assert rows["lora+top"]["layers"] == 1 and rows["lora+top"]["dropped"] == [1]
+    assert rows["lora+top"]["trainable_parameters"] < rows["lora"]["trainable_parameters"]
+    assert rows["lora"]["trainable_percent"] < 100
+    assert rows["lora+top"]["encoder_trainable_percent"] < rows["lora+top"]["trainable_percent"]
+    assert rows["lora+top"]["memory_mib"] < rows["full"]["memory_mib"]
+    assert rows["lora+top"]["activation_mib"] < rows["lora"]["activation_mib"]  # one layer of two saves less
+    assert set(report["quality_bar"]) == {"lora+top"}  # 1 of 2 layers: the only variant pruned by >= 30 %
+    assert "| lora+top | 1 |" in proc.stdout

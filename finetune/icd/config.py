@@ -95,6 +95,7 @@ class IcdLoggingConfig:
 class IcdConfig:
     out: str = "runs/icd"
     data: str = ""  # a `cmbert finetune icd prepare` folder
+    cache: str = ""  # tokenized splits (default: OUT/cache); runs that share a dataset and tokenizer can share it
     seeds: list[int] = field(default_factory=lambda: [0])
     model: IcdModelConfig = field(default_factory=IcdModelConfig)
     train: IcdTrainConfig = field(default_factory=IcdTrainConfig)

@@ -128,6 +128,43 @@ def _delayed(step: int, start: int, inner) -> float:
     return 0.0 if step < start else inner(step - start)
 
 
+def build_model(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, labels, tokenizer, train: Split,
+                ) -> IcdModel:
+    """A fresh model for one run: the encoder (pruned as `model.prune` says), LoRA adapters when `model.lora` is on,
+    and the head (label queries from titles and the training notes' evidence terms)."""
+    meta = IcdMeta(head=cfg.model.head, codes=labels.codes, titles=[labels.titles[c] for c in labels.codes],
+                   kinds=[labels.kinds[c] for c in labels.codes],
+                   train_counts=[labels.train_counts[c] for c in labels.codes], icd_version=labels.version,
+                   max_length=variant.max_length, max_chunks=variant.max_chunks,
+                   preprocess=labels.preprocess, max_words=labels.max_words, attention_dim=cfg.model.attention_dim,
+                   queries_per_label=cfg.model.queries_per_label if cfg.model.head == "laat" else 1)
+    terms = None
+    if meta.queries_per_label > 1:
+        terms = evidence_terms(train.notes, train.Y, meta.queries_per_label - 1, seed)
+        found = [len(t) for t in terms]
+        print(f"[icd] {variant.name}: evidence-term queries for {sum(n > 0 for n in found)} of {len(found)} codes "
+              f"({sum(found)} terms)", flush=True)
+    model = IcdModel.from_encoder(init_from, meta, len(train.notes), tokenizer, cfg.model.title_init, terms,
+                                  cfg.model.prune)
+    if cfg.model.lora.enabled:  # the pooled head's dense layer and classifier live in the encoder and stay trainable
+        apply_lora(model.encoder, cfg.model.lora, keep_trainable=("head.", "classifier."))
+    if cfg.model.gradient_checkpointing:
+        enable_checkpointing(model.encoder)
+    return model
+
+
+def parameter_groups(model: IcdModel, cfg: IcdConfig) -> list[dict]:
+    """Fresh parameters (the LAAT head, or transformers' classifier layer) train at head_lr, LoRA adapters at
+    lora.lr, the rest of the encoder (all of it without LoRA) at lr; frozen parameters are left out."""
+    is_head = lambda name: name.startswith(("head.", "encoder.classifier."))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"name": "encoder", "lr": cfg.train.lr,
+               "params": [p for n, p in named if not is_head(n) and "lora_" not in n]},
+              {"name": "head", "lr": cfg.train.head_lr, "params": [p for n, p in named if is_head(n)]},
+              {"name": "lora", "lr": cfg.model.lora.lr, "params": [p for n, p in named if "lora_" in n]}]
+    return [g for g in groups if g["params"]]
+
+
 def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, labels, tokenizer, data: dict[str, Split],
               run_dir: Path) -> dict:
     """One encoder, one seed, one variant: train, select, tune the threshold, save; returns the run's result."""
@@ -149,34 +186,9 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
 
         rank, world, device = init_distributed()
     set_attention_backend(cfg.model.attention_backend)
-    meta = IcdMeta(head=cfg.model.head, codes=labels.codes, titles=[labels.titles[c] for c in labels.codes],
-                   kinds=[labels.kinds[c] for c in labels.codes],
-                   train_counts=[labels.train_counts[c] for c in labels.codes], icd_version=labels.version,
-                   max_length=variant.max_length, max_chunks=variant.max_chunks,
-                   preprocess=labels.preprocess, max_words=labels.max_words, attention_dim=cfg.model.attention_dim,
-                   queries_per_label=cfg.model.queries_per_label if cfg.model.head == "laat" else 1)
     train = data["train"]
-    terms = None
-    if meta.queries_per_label > 1:
-        terms = evidence_terms(train.notes, train.Y, meta.queries_per_label - 1, seed)
-        found = [len(t) for t in terms]
-        print(f"[icd] {variant.name}: evidence-term queries for {sum(n > 0 for n in found)} of {len(found)} codes "
-              f"({sum(found)} terms)", flush=True)
-    model = IcdModel.from_encoder(init_from, meta, len(train.notes), tokenizer, cfg.model.title_init, terms,
-                                  cfg.model.prune).to(device)
-    lora = cfg.model.lora
-    if lora.enabled:  # the pooled head's dense layer and classifier live inside the encoder module and stay trainable
-        apply_lora(model.encoder, lora, keep_trainable=("head.", "classifier."))
-    if cfg.model.gradient_checkpointing:
-        enable_checkpointing(model.encoder)
-    # Fresh parameters (the LAAT head, or transformers' classifier layer) train at head_lr, LoRA adapters at
-    # lora.lr, the rest of the encoder (all of it without LoRA) at lr; the adapters follow the encoder's schedule.
-    is_head = lambda name: name.startswith(("head.", "encoder.classifier."))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"name": "encoder", "lr": t.lr, "params": [p for n, p in named if not is_head(n) and "lora_" not in n]},
-              {"name": "head", "lr": t.head_lr, "params": [p for n, p in named if is_head(n)]},
-              {"name": "lora", "lr": lora.lr, "params": [p for n, p in named if "lora_" in n]}]
-    groups = [g for g in groups if g["params"]]
+    model = build_model(cfg, init_from, seed, variant, labels, tokenizer, train).to(device)
+    groups = parameter_groups(model, cfg)
     encoder_trainable = [p for p in model.encoder.parameters() if p.requires_grad]  # frozen in the head warm-up
     optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     lengths = np.diff(train.notes.offsets)
@@ -405,6 +417,7 @@ def main(cfg: IcdConfig) -> dict:
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     labels = load_labels(dataset)
     results, data_by_cut = [], {}
+    cache = Path(cfg.cache) if cfg.cache else out / "cache"
     for init_from in cfg.model.init_from:
         tokenizer = AutoTokenizer.from_pretrained(init_from)
         sha = tokenizer_sha256(init_from)
@@ -412,7 +425,7 @@ def main(cfg: IcdConfig) -> dict:
             cut = variant.max_chunks * (variant.max_length - 2)
             key = (sha, cut)
             if key not in data_by_cut:
-                data_by_cut[key] = {s: load_split_data(dataset, s, labels, tokenizer, cut, out / "cache", sha)
+                data_by_cut[key] = {s: load_split_data(dataset, s, labels, tokenizer, cut, cache, sha)
                                     for s in SPLITS}
             for seed in cfg.seeds:
                 run_dir = out / "runs" / f"{encoder_name(init_from)}-{variant.name}-seed{seed}"
