@@ -164,7 +164,9 @@ def test_pooled_head_trains_into_a_stock_sequence_classifier(icd, tmp_path):
 
 
 def test_two_process_deepspeed_run(icd, tmp_path):
-    """The same command under torchrun with DeepSpeed ZeRO-2 (gloo, CPU): ranks split the batches, rank 0 saves."""
+    """The same command under torchrun with DeepSpeed ZeRO-2 (gloo, CPU): ranks split the batches, rank 0 saves; with
+    LoRA on a pruned encoder (frozen weights outside the optimizer; full fine-tuning under DeepSpeed is the resume
+    test's)."""
     import os
     import subprocess
     import sys
@@ -175,12 +177,14 @@ def test_two_process_deepspeed_run(icd, tmp_path):
     out = tmp_path / "ds"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "finetune.icd.train", "--config", str(DEMO),
-                           *overrides(icd, out, "eval.baselines=[]", "train.deepspeed=zero2")],
+                           *overrides(icd, out, "eval.baselines=[]", "train.deepspeed=zero2",
+                                      "model.lora.enabled=true", "model.prune.strategy=top")],
                           env=env, capture_output=True, text=True, timeout=600,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "runs" / "encoder-64-seed0" / "result.json").read_text())
     assert result["steps"] == 6 and result["world_size"] == 2 and result["deepspeed"] == "zero2"
+    assert result["prune"]["dropped"] == [1] and 0 < result["adapter_parameters"] < result["trainable_parameters"]
     assert 0 <= result["test"]["f1_micro"] <= 1
     assert (out / "report.json").is_file() and not (out / "runs" / "encoder-64-seed0" / "ckpt").exists()
 
