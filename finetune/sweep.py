@@ -275,6 +275,11 @@ def main(cfg: SweepConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     variants = variant_configs(cfg)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    for name, vcfg in variants.items():  # a finished variant is reused only if it was trained exactly so
+        written = Path(vcfg.out) / "config.json"
+        if written.is_file() and json.loads(written.read_text()) != vcfg.to_dict():
+            raise ValueError(f"{vcfg.out} holds a {name} run of another config (the recipe, its overrides or the LoRA "
+                             "settings changed); choose another out")
     reports = {}
     for name, vcfg in variants.items():
         print(f"[sweep] {name}: training ({vcfg.out})", file=sys.stderr, flush=True)

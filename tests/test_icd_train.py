@@ -259,3 +259,7 @@ def test_sweep_compares_full_lora_and_pruned_lora(icd, tmp_path, cmbert):
     assert rows["lora+top"]["activation_mib"] < rows["lora"]["activation_mib"]  # one layer of two saves less
     assert set(report["quality_bar"]) == {"lora+top"}  # 1 of 2 layers: the only variant pruned by >= 30 %
     assert "| lora+top | 1 |" in proc.stdout
+    again = cmbert("finetune", "sweep", "--config", sweep, f"out={tmp_path / 'sweep'}", f"data={icd / 'data'}",
+                   f"init_from={icd / 'encoder'}", f"overrides=[{','.join(tiny)},train.head_warmup_epochs=0]",
+                   "strategies=[top]", "lora.r=3")
+    assert again.returncode == 2 and "holds a lora run of another config" in again.stderr
