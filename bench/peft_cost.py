@@ -34,8 +34,7 @@ BASE = dict(hidden_size=768, num_hidden_layers=22, num_attention_heads=12, inter
 STRATEGIES = ("top", "middle", "every_other", "local")
 
 
-def variants(fraction: float) -> dict[str, tuple[LoraSettings, PruneSettings]]:
-    lora = LoraSettings(enabled=True)
+def variants(fraction: float, lora: LoraSettings) -> dict[str, tuple[LoraSettings, PruneSettings]]:
     plan = {"full": (LoraSettings(), PruneSettings()), "lora": (lora, PruneSettings())}
     plan.update({f"lora+{s}": (lora, PruneSettings(strategy=s, fraction=fraction)) for s in STRATEGIES})
     return plan
@@ -48,6 +47,10 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=2, help="notes per step")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--fraction", type=float, default=0.3)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--lora-dropout", type=float, default=LoraSettings.dropout,
+                        help="0 saves no dropped-out copy of each adapted layer's input")
+    parser.add_argument("--targets", default=",".join(LoraSettings().target_modules), help="e.g. Wqkv,Wo")
     args = parser.parse_args()
     shape = {**BASE, **({"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
                          "intermediate_size": 384} if args.quick else {})}
@@ -58,7 +61,8 @@ def main() -> None:
     batches = [(torch.randint(3, 50000, (args.notes, args.tokens), generator=g),
                 (torch.rand(args.notes, shape["num_labels"], generator=g) < 0.1).float()) for _ in range(2)]
     steps, rows = {}, {}
-    for name, (lora, prune) in variants(args.fraction).items():
+    settings = LoraSettings(enabled=True, r=args.rank, dropout=args.lora_dropout, target_modules=args.targets.split(","))
+    for name, (lora, prune) in variants(args.fraction, settings).items():
         model = modeling.ModernBertForSequenceClassification(ModernBertConfig(**shape))
         model.load_state_dict(reference)
         prune_layers(model, prune)
@@ -80,7 +84,8 @@ def main() -> None:
         rows[name]["step_seconds"] = seconds
     full = rows["full"]
     print(f"{shape['num_hidden_layers']} layers, width {shape['hidden_size']}, {args.notes} x {args.tokens} tokens "
-          f"per step, {device}, {torch.get_num_threads()} threads")
+          f"per step, {device}, {torch.get_num_threads()} threads; LoRA r {settings.r} on {settings.target_modules}, "
+          f"dropout {settings.dropout}")
     print("| variant | layers | trainable % (encoder %) | memory × full | activations × full | step time × full |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():

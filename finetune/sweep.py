@@ -275,9 +275,10 @@ def main(cfg: SweepConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     variants = variant_configs(cfg)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    where = lambda config: {k: v for k, v in config.items() if k not in ("out", "cache")}  # a copied run still counts
     for name, vcfg in variants.items():  # a finished variant is reused only if it was trained exactly so
         written = Path(vcfg.out) / "config.json"
-        if written.is_file() and json.loads(written.read_text()) != vcfg.to_dict():
+        if written.is_file() and where(json.loads(written.read_text())) != where(vcfg.to_dict()):
             raise ValueError(f"{vcfg.out} holds a {name} run of another config (the recipe, its overrides or the LoRA "
                              "settings changed); choose another out")
     reports = {}
