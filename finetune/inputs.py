@@ -161,7 +161,9 @@ def _json_note(value: object) -> tuple[str, str] | str:
     return note_id.strip(), text
 
 
-def _jsonl_records(path: Path, counter: SkipCounter) -> Iterator[Record]:
+def json_lines(path: Path, counter: SkipCounter) -> Iterator[tuple[str, object, str | None]]:
+    """(where, parsed value, None) for each non-empty line of a JSONL(.gz) file, or (where, None, skip reason) for a
+    line that is not UTF-8 or not JSON; counts lines read. A truncated or corrupt gzip stream is an error."""
     line_number = 0
     with _open_binary(path) as raw:
         lines = iter(raw)
@@ -180,14 +182,16 @@ def _jsonl_records(path: Path, counter: SkipCounter) -> Iterator[Record]:
             counter.read += 1
             where = f"{path.name} line {line_number}"
             try:
-                value = json.loads(line.decode("utf-8"))
+                yield where, json.loads(line.decode("utf-8")), None
             except UnicodeDecodeError:
-                yield where, "invalid_utf8"
-                continue
+                yield where, None, "invalid_utf8"
             except json.JSONDecodeError:
-                yield where, "not_json"
-                continue
-            yield where, _json_note(value)
+                yield where, None, "not_json"
+
+
+def _jsonl_records(path: Path, counter: SkipCounter) -> Iterator[Record]:
+    for where, value, skip in json_lines(path, counter):
+        yield where, skip or _json_note(value)
 
 
 def _json_records(path: Path, counter: SkipCounter) -> Iterator[Record]:

@@ -26,7 +26,6 @@ splits, shared), report.json, report.md.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -296,14 +295,3 @@ def main(cfg: SweepConfig) -> dict:
     print(table)
     return summary
 
-
-def parse_args(argv: list[str] | None = None) -> SweepConfig:
-    parser = argparse.ArgumentParser(prog="cmbert finetune sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="configs/finetune/sweep/NAME.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. fraction=0.5 lora.r=4")
-    args = parser.parse_args(argv)
-    return load_sweep_config(args.config, args.overrides)
-
-
-if __name__ == "__main__":
-    main(parse_args())

@@ -241,7 +241,7 @@ class ModernBertPreTrainedModel(CheckpointMixin, PreTrainedModel):
             init_layer(module.dense, std_out)
         elif isinstance(module, ModernBertForMaskedLM):
             init_layer(module.decoder, std_out)
-        elif isinstance(module, (ModernBertForSequenceClassification, ModernBertForTokenClassification)):
+        elif isinstance(module, ModernBertClassifier):
             init_layer(module.classifier, cfg.hidden_size**-0.5)
 
 
@@ -396,19 +396,27 @@ class ModernBertForMaskedLM(ModernBertPreTrainedModel):
         return MaskedLMOutput(loss=loss / denominator, logits=logits, hidden_states=hidden_states)
 
 
-class ModernBertForSequenceClassification(ModernBertPreTrainedModel):
+class ModernBertClassifier(ModernBertPreTrainedModel):
+    """What transformers' sequence and token classifiers share: the encoder, then prediction head -> dropout -> a
+    linear layer, under the same module names (`head`, `drop`, `classifier`)."""
+
     _fresh_head_keys = re.compile(r"^(head\.|classifier\.)")  # fine-tuning starts from an MLM or base checkpoint
 
     def __init__(self, config: ModernBertConfig):
         super().__init__(config)
-        if config.classifier_pooling not in ("cls", "mean"):
-            raise ValueError(f"classifier_pooling must be 'cls' or 'mean', not {config.classifier_pooling!r}")
         self.num_labels = config.num_labels
         self.model = ModernBertModel(config)
         self.head = ModernBertPredictionHead(config)
         self.drop = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
+
+
+class ModernBertForSequenceClassification(ModernBertClassifier):
+    def __init__(self, config: ModernBertConfig):
+        if config.classifier_pooling not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling must be 'cls' or 'mean', not {config.classifier_pooling!r}")
+        super().__init__(config)
 
     def forward(
         self,
@@ -459,20 +467,9 @@ class ModernBertForSequenceClassification(ModernBertPreTrainedModel):
         raise ValueError(f"unknown problem_type {self.config.problem_type!r}")
 
 
-class ModernBertForTokenClassification(ModernBertPreTrainedModel):
+class ModernBertForTokenClassification(ModernBertClassifier):
     """transformers' token classifier (NER and other tagging): prediction head, dropout and a linear layer on every
     token, with the same module names, so `AutoModelForTokenClassification` loads what this class saves."""
-
-    _fresh_head_keys = re.compile(r"^(head\.|classifier\.)")  # fine-tuning starts from an MLM or base checkpoint
-
-    def __init__(self, config: ModernBertConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.model = ModernBertModel(config)
-        self.head = ModernBertPredictionHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
 
     def forward(
         self,

@@ -33,14 +33,14 @@ metrics still count every gold entity.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.readers import ReadError, SkipCounter, _csv_records, _open_binary
+from finetune.inputs import json_lines
+from pretrain.readers import ReadError, SkipCounter, _csv_records
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "val", "dev"), "test": ("test",)}
 TAG = re.compile(r"(O|([BI])-(\S+))")
@@ -82,25 +82,11 @@ class Split:
 
 
 def _jsonl_records(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict]]:
-    with _open_binary(path) as raw:
-        for number, line in enumerate(raw, start=1):
-            if number == 1 and line.startswith(b"\xef\xbb\xbf"):  # a byte-order mark from Windows tools
-                line = line[3:]
-            if not line.strip():
-                continue
-            counter.read += 1
-            where = f"{path.name} line {number}"
-            try:
-                value = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                counter.skip("invalid_utf8", where)
-                continue
-            except json.JSONDecodeError:
-                value = None
-            if not isinstance(value, dict):
-                counter.skip("not_json", where)
-                continue
-            yield where, value
+    for where, value, skip in json_lines(path, counter):
+        if skip or not isinstance(value, dict):
+            counter.skip(skip or "not_json", where)
+            continue
+        yield where, value
 
 
 def _dataset_records(path: Path, role: str, counter: SkipCounter) -> tuple[Iterator[tuple[str, dict]], list[str]]:
