@@ -88,7 +88,10 @@ def write_model_card(folder: str | Path, config: ModernBertConfig, problems: lis
         f"{config.num_attention_heads}, GeGLU intermediate {config.intermediate_size}\n"
         f"- RoPE theta: global {config.rope_parameters['full_attention']['rope_theta']:g}, local "
         f"{config.rope_parameters['sliding_attention']['rope_theta']:g}; context {config.max_position_embeddings}\n"
-        f"- minimum transformers version: **{min_version}**"
+        + (f"- pruned: layers {pruned['dropped']} of the original {pruned['num_hidden_layers']} dropped "
+           f"({pruned['strategy']}); the rest kept in order\n" if (pruned := getattr(config, "pruned_from", None))
+           else "")
+        + f"- minimum transformers version: **{min_version}**"
         + ("".join(f"\n  - needs >= {V5_ONLY} because the {p}" for p in problems) if problems else "")
         + "\n"
     )

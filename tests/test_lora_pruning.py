@@ -72,6 +72,7 @@ def test_pruned_model_saves_as_stock_modernbert(strategy, fraction, drop, v4, tm
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["num_hidden_layers"] == len(keep) and data["layer_types"] == pruned.config.layer_types
     assert ("min_transformers_version" not in data) == v4 == ("global_attn_every_n_layers" in data)
+    assert f"pruned: layers {dropped} of the original 9 dropped ({strategy})" in (tmp_path / "README.md").read_text()
     theirs, info = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path, output_loading_info=True,
                                                                      attn_implementation="sdpa")
     assert type(theirs).__name__ == "ModernBertForMaskedLM"
