@@ -303,6 +303,12 @@ def _add(verbs, name: str, help: str, example: str, func) -> argparse.ArgumentPa
     return parser
 
 
+def _config_arguments(parser: argparse.ArgumentParser, presets: str, example: str) -> None:
+    """`--config PRESET` and the dotted overrides after it, as every config-driven fine-tuning command takes them."""
+    parser.add_argument("--config", required=True, help=f"a YAML preset in {presets}/")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides, e.g. {example}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pretrain.corpus import DEFAULT_NUM_PROC
 
@@ -422,8 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "report.json, report.md and plots", "cmbert finetune icd train --config "
                      "configs/finetune/icd/demo.yaml data=runs/icd-data model.init_from=[runs/demo/model]",
                      _icd_train)
-    icd_train.add_argument("--config", required=True, help="a YAML preset in configs/finetune/icd/")
-    icd_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. seeds=[0,1,2]")
+    _config_arguments(icd_train, "configs/finetune/icd", "seeds=[0,1,2]")
     icd_eval = _add(icd_verbs, "evaluate", "score trained ICD model folders on a split of a prepared dataset, side "
                     "by side with a paired bootstrap against the first", "cmbert finetune icd evaluate --models "
                     "runs/icd/runs/*/model --data runs/icd-data --out runs/icd-eval", _icd_evaluate)
@@ -437,8 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "trainable share, memory, step time and quality retained, side by side",
                  "cmbert finetune sweep --config configs/finetune/sweep/demo.yaml data=runs/demo/icd-data "
                  "init_from=runs/demo/model", _sweep)
-    sweep.add_argument("--config", required=True, help="a YAML preset in configs/finetune/sweep/")
-    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. fraction=0.5 lora.r=4")
+    _config_arguments(sweep, "configs/finetune/sweep", "fraction=0.5 lora.r=4")
     trajectory = finetune.add_parser(
         "trajectory", help="next-visit disease prediction from coded history and notes",
         description="next-visit disease prediction from coded history and notes (visit-sequence transformer)")
@@ -461,8 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "baselines; writes models, report.json and comparison.png", "cmbert finetune trajectory train "
                    "--config configs/finetune/trajectory/demo.yaml data=runs/trajectory-data "
                    "model.encoder=runs/demo/model", _trajectory_train)
-    t_train.add_argument("--config", required=True, help="a YAML preset in configs/finetune/trajectory/")
-    t_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. inputs=[codes]")
+    _config_arguments(t_train, "configs/finetune/trajectory", "inputs=[codes]")
 
     federated = finetune.add_parser(
         "federated", help="ICD coding from frozen note embeddings: MLP heads trained centrally and federated over "
@@ -473,9 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "Flower simulation (IID and non-IID sites) on the same splits; writes report.json, models, results",
                    "cmbert finetune federated train --config configs/finetune/federated/demo.yaml "
                    "data=runs/demo/icd-data embedding.model=runs/demo/model", _federated_train)
-    f_train.add_argument("--config", required=True, help="a YAML preset in configs/finetune/federated/")
-    f_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                         help="dotted overrides, e.g. federated.clients=8 federated.strategy=fedprox heads=[mlp]")
+    _config_arguments(f_train, "configs/finetune/federated",
+                      "federated.clients=8 federated.strategy=fedprox heads=[mlp]")
 
     f_site = _add(federated_verbs, "site", "one hospital's site file for a real federation: its own ICD dataset's "
                   "train and val notes embedded, its codes mapped onto the federation's labels.json",
@@ -506,9 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{what}, from CSV / JSONL files or a local `datasets` folder, with optional LoRA and layer "
                        "pruning; writes a stock transformers model, report.json and predictions", example,
                        _generic_train)
-        g_train.add_argument("--config", required=True, help=f"a YAML preset in configs/finetune/{task}/")
-        g_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                             help="dotted overrides, e.g. train.lr=3e-5 data.multi_label=true model.prune.strategy=top")
+        _config_arguments(g_train, f"configs/finetune/{task}", "train.lr=3e-5 data.multi_label=true "
+                          "model.prune.strategy=top")
         g_train.set_defaults(task=task)
 
     predict = _subcommands(commands, "predict", "run a fine-tuned model on new notes")

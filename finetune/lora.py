@@ -69,9 +69,8 @@ def apply_lora(encoder: nn.Module, settings: LoraSettings, keep_trainable: tuple
 
 
 def has_lora(module: nn.Module) -> bool:
-    from peft.tuners.lora import LoraLayer
-
-    return any(isinstance(m, LoraLayer) for m in module.modules())
+    # By parameter name (peft's `lora_A` / `lora_B`): saving a model without adapters never imports peft.
+    return any("lora_" in name for name, _ in module.named_parameters())
 
 
 def merge_lora(module: nn.Module) -> nn.Module:

@@ -623,13 +623,10 @@ def _write_per_note(path: Path, notes: list[HeldOutNote], golds: list[str], clas
 
 def _provenance(device) -> dict:
     import sklearn
-    import torch
-    import transformers
 
-    from pretrain.train import git_sha
+    from finetune.icd.train import provenance
 
-    return {"git_sha": git_sha(), "device": str(device), "python": sys.version.split()[0], "torch": torch.__version__,
-            "transformers": transformers.__version__, "sklearn": sklearn.__version__}
+    return {**provenance(device), "sklearn": sklearn.__version__}
 
 
 def run_audit(mimic: str | Path, out: str | Path, model: str | Path | None = None, icd_model: str | Path | None = None,

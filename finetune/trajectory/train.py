@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from finetune.icd.train import provenance
 from finetune.trajectory.config import TrajectoryConfig, load_trajectory_config
 from finetune.trajectory.data import Patient, read_categories, read_notes, read_patients
 from finetune.trajectory.metrics import paired_bootstrap, plot_comparison, ranking_metrics
@@ -362,13 +362,6 @@ def token_titles(tokens: list[str], category_names: dict[str, str]) -> list[str]
         else:
             out.append(token)
     return out
-
-
-def provenance(device: torch.device) -> dict:
-    from pretrain.train import git_sha
-
-    return {"git_sha": git_sha(), "device": str(device), "torch": torch.__version__,
-            "python": sys.version.split()[0]}
 
 
 def main(cfg: TrajectoryConfig) -> dict:
