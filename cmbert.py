@@ -287,6 +287,17 @@ def _audit_robustness(args: argparse.Namespace) -> None:
     print(f"-> {args.out}/report.json, robustness.png", file=sys.stderr)
 
 
+def _bhc_prepare(args: argparse.Namespace) -> None:
+    from finetune.bhc.prepare import CleaningRules, format_summary, prepare_bhc_dataset
+
+    rules = CleaningRules(source_sections=args.source_sections, min_target_words=args.min_target_words,
+                          min_source_words=args.min_source_words, deid_token=args.deid_token)
+    report = prepare_bhc_dataset(args.mimic, args.out, tokenizer=args.tokenizer, rules=rules, seed=args.seed,
+                                 split_from=args.split_from, overwrite=args.overwrite)
+    print(format_summary(report))
+    print(f"dataset in {args.out} (report.json; exclude_subjects.txt for `cmbert corpus build --exclude-subjects`)")
+
+
 # finetune.icd.batches.device_and_dtype checks the value; importing it here would load torch for every command.
 PRECISION_HELP = "auto (bf16 autocast on GPUs and on CPUs with native bf16, else fp32), fp32 or bf16"
 
@@ -333,9 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--patients", type=int, default=1000)
     synth.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     sentences = _add(data, "sentences", "write labelled clinical-style sentences (made up, no patient data) for the "
-                     "classify and tokens demos: classify/{train,validation,test}.csv, tokens/*.jsonl (IOB2)",
+                     "classify, tokens and sentence-pair demos: classify/{train,validation,test}.csv, tokens/*.jsonl (IOB2), "
+                     "nli/*.jsonl (MedNLI's keys)",
                      "cmbert data sentences --out runs/generic-data --examples 300", _data_sentences)
-    sentences.add_argument("--out", required=True, help="output folder (gets classify/ and tokens/)")
+    sentences.add_argument("--out", required=True, help="output folder (gets classify/, tokens/ and nli/)")
     sentences.add_argument("--examples", type=int, default=300, help="examples per task, all splits together")
     sentences.add_argument("--seed", type=int, default=0)
     fetch = _add(data, "fetch", "fetch the real PubMed XML sample and the general-domain tokenizer into the cache "
@@ -598,6 +610,32 @@ def build_parser() -> argparse.ArgumentParser:
     robustness.add_argument("--precision", default="fp32", help="fp32 (default: bf16 rounding is a sizeable "
                             "fraction of a one-word displacement), bf16 or auto")
     robustness.add_argument("--overwrite", action="store_true", help="replace an earlier audit in --out")
+
+    # --- bhc: the Brief Hospital Course summarisation benchmark (finetune/bhc/); its verbs sit side by side here.
+    bhc = _subcommands(commands, "bhc", "Brief Hospital Course summarisation benchmark from discharge summaries")
+    bhc_prepare = _add(bhc, "prepare", "split each discharge summary into source (the note without its Brief "
+                       "Hospital Course) and target (the BHC section), clean and count skips by reason, split by "
+                       "patient, and report lengths and how many sources fit 512 / 2k / 4k / 8k tokens",
+                       "cmbert bhc prepare --mimic runs/demo/mimic --out runs/bhc --tokenizer runs/demo/model",
+                       _bhc_prepare)
+    bhc_prepare.add_argument("--mimic", required=True,
+                             help="MIMIC-IV root with note/discharge.csv.gz, or a discharge CSV(.gz) file")
+    bhc_prepare.add_argument("--out", required=True, help="the dataset folder (not inside --mimic)")
+    bhc_prepare.add_argument("--tokenizer", help="a local tokenizer or model folder: token lengths and the "
+                                                 "fit-by-budget table (default: words and characters only)")
+    bhc_prepare.add_argument("--source-sections", choices=("all", "before"), default="all",
+                             help="all: the rest of the note (default, the paper's source); before: only the "
+                                  "sections before the BHC (no Discharge Diagnosis / Instructions leaking it)")
+    bhc_prepare.add_argument("--min-target-words", type=int, default=20, help="shorter BHCs are skipped (default: 20)")
+    bhc_prepare.add_argument("--min-source-words", type=int, default=100,
+                             help="shorter sources are skipped (default: 100)")
+    bhc_prepare.add_argument("--deid-token", default=None,
+                             help="replace MIMIC's ___ placeholders with this token, e.g. [DEID] (default: keep ___)")
+    bhc_prepare.add_argument("--seed", type=int, default=10, help="split seed (default: 10)")
+    bhc_prepare.add_argument("--split-from", nargs="+", default=None, metavar="SPLIT_CSV",
+                             help="split.csv file(s) of other tasks (e.g. the ICD dataset's): their patients keep "
+                                  "their split, unlisted ones go to train")
+    bhc_prepare.add_argument("--overwrite", action="store_true", help="replace a BHC dataset already in --out")
     return parser
 
 

@@ -314,6 +314,54 @@ def test_classify_exports_a_stock_model_that_predicts_as_trained(work, tmp_path,
     assert "pipeline_tag: text-classification" in (out / "model" / "README.md").read_text()
 
 
+def test_sentence_pairs_train_and_the_pipeline_reads_them_as_trained(work, tmp_path):
+    """MedNLI-style pairs (MedNLI's own keys): trained as [CLS] premise [SEP] hypothesis [SEP]; transformers'
+    text-classification pipeline given {text, text_pair} builds the same ids and gives the saved probabilities."""
+    nli = work / "data" / "nli"
+    out = tmp_path / "nli"
+    report = run("classify", work, out, f"data.train={nli / 'train.jsonl'}", f"data.validation={nli / 'validation.jsonl'}",
+                 f"data.test={nli / 'test.jsonl'}", "data.text_column=sentence1", "data.text_pair_column=sentence2",
+                 "data.label_column=gold_label", "train.epochs=2")
+    assert report["labels"] == ["contradiction", "entailment", "neutral"] and report["selection_metric"] == "f1_macro"
+    assert {"accuracy", "f1_macro"} <= set(report["test"]) and report["data"]["train"]["kept"] == 84
+    pairs = [json.loads(line) for line in (nli / "test.jsonl").read_text().splitlines()]
+    classify = transformers.pipeline("text-classification", model=str(out / "model"), top_k=None)
+    saved = read_jsonl(out / "predictions" / "test.jsonl")
+    for pair, record in zip(pairs, saved, strict=True):
+        scores = {s["label"]: s["score"] for s in classify({"text": pair["sentence1"], "text_pair": pair["sentence2"]})}
+        assert scores == pytest.approx(record["scores"], abs=1e-4)
+    assert 'text_pair' in (out / "model" / "README.md").read_text()
+
+
+def test_sentence_pairs_are_cut_longest_first_and_counted(work, tmp_path):
+    from finetune.generic.data import TextExample, encode_pairs, encode_texts
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(work / "encoder")
+    premise = "Patient presents with chest pain since yesterday. Denies headache. Vitals stable. Labs pending."
+    examples = [TextExample(premise, ("entailment",), "a", "The patient has chest pain."),
+                TextExample("Stable.", ("neutral",), "b", "Yes.")]
+    short = len(tokenizer(examples[0].pair, add_special_tokens=False)["input_ids"])
+    limit = 2 * short + 5  # room for the whole hypothesis and a premise cut to 2 tokens more than it
+    assert len(tokenizer("Stable.", "Yes.")["input_ids"]) <= limit  # the second pair fits whole
+    encoded = encode_texts(tokenizer, examples, {"entailment": 0, "neutral": 1}, max_length=limit)
+    assert encoded.truncated == 1 and len(encoded.ids[0]) == limit  # only the long pair was cut ...
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    first = encoded.ids[0]
+    assert first[0] == cls and first[-1] == sep and first[-short - 2] == sep  # ... from its longer side, the premise
+    assert first[-short - 1 : -1] == tokenizer(examples[0].pair, add_special_tokens=False)["input_ids"]
+    assert encoded.ids == encode_pairs(tokenizer, [e.text for e in examples], [e.pair for e in examples], limit)
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"sentence1": premise, "sentence2": " ", "gold_label": "neutral"}) + "\n" +
+                    json.dumps({"sentence1": premise, "sentence2": "Has pain.", "gold_label": "entailment"}) + "\n")
+    split = read_text_split(path, "train", GenericDataConfig(text_column="sentence1", text_pair_column="sentence2",
+                                                             label_column="gold_label"))
+    assert split.counter.as_dict()["skipped"] == {"empty_text_pair": 1} and split.examples[0].pair == "Has pain."
+    with pytest.raises(ConfigError, match="text_pair_column"):
+        load_generic_config(TOKENS, ["data.text_pair_column=hypothesis", f"model.init_from={work / 'encoder'}"],
+                            task="tokens")
+
+
 def test_tokens_with_lora_on_a_pruned_encoder(work, tmp_path):
     out = tmp_path / "tokens"
     report = run("tokens", work, out, "model.lora.enabled=true", "model.lora.r=4", "model.lora.target_modules=[Wqkv]",

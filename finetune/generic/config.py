@@ -32,6 +32,10 @@ class GenericDataConfig:
     # classify: the text, and its label (a string or number), its labels (a JSON / `datasets` list), or a
     # delimited string of labels (`label_delimiter`; CSV cells hold one string).
     text_column: str = "text"
+    # classify: the second text of a sentence pair (MedNLI's premise is `sentence1`, its hypothesis `sentence2`).
+    # Pairs are read as ModernBERT's tokenizer joins them, [CLS] text [SEP] pair [SEP] (no token types), and a pair
+    # longer than max_length loses tokens from its longer side first.
+    text_pair_column: str | None = None
     label_column: str = "label"
     multi_label: bool = False  # classify: several labels per text (sigmoid + BCE), else exactly one (softmax + CE)
     label_delimiter: str | None = None  # classify, multi_label: "|" reads "cardiac|renal" as two labels
@@ -113,6 +117,11 @@ def check_generic_config(cfg: GenericConfig) -> None:
     if not d.validation and not is_dataset_dict(d.train):
         raise ConfigError("data.validation: give a validation file (model selection and early stopping read it), "
                           "or make data.train a DatasetDict folder with a validation split")
+    if d.text_pair_column is not None and cfg.task != "classify":
+        raise ConfigError("data.text_pair_column: sentence pairs are read by `cmbert finetune classify` only")
+    if d.text_pair_column is not None and d.text_pair_column in ("", d.text_column):
+        raise ConfigError(f"data.text_pair_column must name a column other than data.text_column "
+                          f"({d.text_column!r}), not {d.text_pair_column!r}")
     if d.label_delimiter is not None and not d.multi_label:
         raise ConfigError("data.label_delimiter: only read with data.multi_label=true")
     if d.label_delimiter == "":

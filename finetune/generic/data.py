@@ -8,12 +8,15 @@ Inputs (each split read whole into memory: these recipes are for user-sized labe
   their names.
 
 Classification (`TextExample`): one label per text, or with ``data.multi_label`` a list of labels (a list value, or a
-string split on ``data.label_delimiter``; an empty one means "none of the labels"). Token classification
+string split on ``data.label_delimiter``; an empty one means "none of the labels"); with ``data.text_pair_column``
+each example is a sentence pair (MedNLI-style premise and hypothesis), read as [CLS] text [SEP] pair [SEP]. Token
+classification
 (`TaggedExample`): words and one IOB2 tag per word (``O``, ``B-TYPE``, ``I-TYPE``); CSV cells hold both as
 whitespace-separated strings.
 
 Nothing is dropped silently. Skips are counted per split in a `SkipCounter` (reason -> count, with the first few
-locations; never text): ``empty_text`` (no text / no words), ``missing_label`` (single-label: an empty label),
+locations; never text): ``empty_text`` (no text / no words), ``empty_text_pair`` (a pair without its second text),
+``missing_label`` (single-label: an empty label),
 ``length_mismatch`` (a different number of words and tags), ``missing_column`` (a JSONL record without a key the
 first record has), ``not_json`` / ``invalid_utf8`` / ``malformed_row`` (unreadable records). ``I-X`` that
 continues nothing (after ``O``, or after another type) is repaired to ``B-X`` and counted (``repaired_tags``): the
@@ -52,6 +55,7 @@ class TextExample:
     text: str
     labels: tuple[str, ...]  # exactly one unless multi-label
     where: str = ""  # file and row, for predictions and errors (never text)
+    pair: str | None = None  # the second text of a sentence pair (data.text_pair_column)
 
 
 @dataclass
@@ -173,10 +177,15 @@ def read_text_split(path: str | Path, role: str, data) -> Split:
     """Classification examples of one split (`data` is the config's GenericDataConfig)."""
     counter = SkipCounter()
     examples = []
-    for where, row in read_records(path, role, (data.text_column, data.label_column), counter):
+    columns = (data.text_column, *([data.text_pair_column] if data.text_pair_column else []), data.label_column)
+    for where, row in read_records(path, role, columns, counter):
         text, value = row[data.text_column], row[data.label_column]
+        pair = row[data.text_pair_column] if data.text_pair_column else None
         if not isinstance(text, str) or not text.strip():
             counter.skip("empty_text", where)
+            continue
+        if data.text_pair_column and (not isinstance(pair, str) or not pair.strip()):
+            counter.skip("empty_text_pair", where)
             continue
         if data.multi_label:
             labels = _label_list(value, data.label_delimiter)
@@ -190,7 +199,7 @@ def read_text_split(path: str | Path, role: str, data) -> Split:
                 continue
             labels = (label,)
         counter.kept += 1
-        examples.append(TextExample(text, labels, where))
+        examples.append(TextExample(text, labels, where, pair))
     return Split(role, str(path), examples, counter)
 
 
@@ -300,12 +309,34 @@ def encode_texts(tokenizer, examples: list[TextExample], label_ids: dict[str, in
     cls_id, sep_id = _special_ids(tokenizer)
     ids, truncated = [], 0
     for start in range(0, len(examples), batch):
-        texts = [e.text for e in examples[start : start + batch]]
+        chunk = examples[start : start + batch]
+        texts = [e.text for e in chunk]
+        if chunk[0].pair is not None:
+            ids += encode_pairs(tokenizer, texts, [e.pair for e in chunk], max_length)
+            # A pair was cut when its texts and the three special tokens exceed max_length.
+            lengths = [len(a) + len(b) + 3 for a, b in zip(tokenizer(texts, add_special_tokens=False)["input_ids"],
+                                                            tokenizer([e.pair for e in chunk],
+                                                                      add_special_tokens=False)["input_ids"],
+                                                            strict=True)]
+            truncated += sum(n > max_length for n in lengths)
+            continue
         for piece in tokenizer(texts, add_special_tokens=False)["input_ids"]:
             truncated += len(piece) > max_length - 2
             ids.append([cls_id, *piece[: max_length - 2], sep_id])
     targets = [[label_ids[label] for label in e.labels] for e in examples]
     return Encoded(ids, targets, None, truncated)
+
+
+def encode_pairs(tokenizer, texts: list[str], pairs: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of sentence pairs exactly as the tokenizer (and so transformers' text-classification pipeline, given
+    {"text": ..., "text_pair": ...}) builds them: [CLS] text [SEP] pair [SEP], cut longest side first."""
+    cls_id, sep_id = _special_ids(tokenizer)
+    ids = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length)["input_ids"]
+    for row in ids[:1]:
+        if row[0] != cls_id or row.count(sep_id) < 2:
+            raise ValueError("the tokenizer does not join sentence pairs as [CLS] A [SEP] B [SEP] (its post-processor "
+                             "has no pair template): sentence pairs need a ModernBERT tokenizer")
+    return ids
 
 
 def spaced_words(words: list[str]) -> list[str]:

@@ -284,8 +284,11 @@ def write_model_card(folder: Path, cfg: GenericConfig, config, results: dict) ->
         f"# ModernBERT {'text classifier' if classify else 'token classifier'}", "",
         f"Fine-tuned from `{encoder_name(cfg.model.init_from)}` by clinical-modernbert "
         f"(`cmbert finetune {cfg.task} train`), in the stock transformers `modernbert` format.", "",
-        f"```python\nfrom transformers import {auto}, AutoTokenizer\n"
-        f"model = {auto}.from_pretrained(folder)  # no trust_remote_code\n```", "",
+        f"```python\nfrom transformers import {auto}, AutoTokenizer, pipeline\n"
+        f"model = {auto}.from_pretrained(folder)  # no trust_remote_code\n"
+        + (f"classify = pipeline(\"text-classification\", model=folder)\n"
+           f"classify({{\"text\": {cfg.data.text_column}, \"text_pair\": {cfg.data.text_pair_column}}})  # a sentence pair\n"
+           if cfg.data.text_pair_column else "") + "```", "",
         f"- labels ({config.num_labels}): {', '.join(config.id2label[i] for i in range(config.num_labels))}",
         f"- problem type: {config.problem_type}" + (f", threshold {cfg.eval.threshold}" if cfg.data.multi_label
                                                      and classify else ""),
