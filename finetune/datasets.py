@@ -1,6 +1,7 @@
-"""What the task dataset builders (`finetune icd prepare`, `finetune trajectory prepare`) share: finding a MIMIC-IV
-table, refusing an output folder that is not theirs, building into OUT.partial/ and renaming it at the end, and gzip
-files whose bytes depend on their content only."""
+"""What the task dataset builders (`finetune icd prepare`, `finetune trajectory prepare`, `bhc prepare`) share:
+finding a MIMIC-IV table, refusing an output folder that is not theirs, building into OUT.partial/ and renaming it at
+the end, gzip files whose bytes depend on their content only, and patient-level splits (seeded, or fixed by another
+task's split.csv)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+
+from pretrain.readers import ReadError, read_csv_table
 
 
 def mimic_table(mimic: Path, name: str, needs: str, required: bool = True) -> Path | None:
@@ -76,3 +81,33 @@ def gzip_text_writer(path: Path) -> io.TextIOWrapper:
     zipped = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
     zipped.myfileobj = raw
     return io.TextIOWrapper(zipped, encoding="utf-8", newline="\n")
+
+
+def read_split_files(paths: list[Path]) -> dict[int, str]:
+    """{subject_id: split} from split.csv files (subject_id,split). A patient held out in any file is held out (test
+    before val), so a patient the pretraining corpus excluded never lands in train."""
+    rank = {"train": 0, "val": 1, "test": 2}
+    fixed: dict[int, str] = {}
+    for path in paths:
+        for record in read_csv_table(path, ("subject_id", "split")):
+            subject, split = record["subject_id"].strip(), record["split"].strip()
+            if not subject.isdigit() or split not in rank:
+                raise ReadError(f"{path}: expected subject_id,split rows with split in train/val/test")
+            old = fixed.get(int(subject))
+            if old is None or rank[split] > rank[old]:
+                fixed[int(subject)] = split
+    return fixed
+
+
+def assign_splits(subjects: list[int], fixed: dict[int, str] | None, seed: int, test_size: float,
+                  val_size: float) -> dict[int, str]:
+    """{subject_id: split} of a seeded patient-level shuffle (test first, then val, of rounded shares), or the split
+    `fixed` gives (patients it does not list go to train)."""
+    if fixed is not None:
+        return {s: fixed.get(s, "train") for s in subjects}
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    n_test, n_val = round(test_size * len(subjects)), round(val_size * len(subjects))
+    splits = {}
+    for position, index in enumerate(order):
+        splits[subjects[index]] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+    return splits

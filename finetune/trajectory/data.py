@@ -50,10 +50,17 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.datasets import build_atomically, check_output, check_split_sizes, gzip_text_writer, mimic_table
+from finetune.datasets import (
+    assign_splits,
+    build_atomically,
+    check_output,
+    check_split_sizes,
+    gzip_text_writer,
+    mimic_table,
+    read_split_files,
+)
 from finetune.trajectory.vocab import VOCABULARIES, CodeMapper, describe
 from pretrain.readers import (
-    ReadError,
     SkipCounter,
     read_csv_table,
     read_icd_codes,
@@ -136,40 +143,12 @@ def _parse_time(value: str) -> datetime | None:
         return None
 
 
-def _read_split_files(paths: list[Path]) -> dict[int, str]:
-    """{subject_id: split} from split.csv files (subject_id,split). A patient held out in any file is held out (test
-    before val), so a patient the pretraining corpus excluded never lands in train."""
-    rank = {"train": 0, "val": 1, "test": 2}
-    fixed: dict[int, str] = {}
-    for path in paths:
-        for record in read_csv_table(path, ("subject_id", "split")):
-            subject, split = record["subject_id"].strip(), record["split"].strip()
-            if not subject.isdigit() or split not in rank:
-                raise ReadError(f"{path}: expected subject_id,split rows with split in train/val/test")
-            old = fixed.get(int(subject))
-            if old is None or rank[split] > rank[old]:
-                fixed[int(subject)] = split
-    return fixed
-
-
 def _check_arguments(vocabulary: str, min_visits: int, test_size: float, val_size: float) -> None:
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
     if min_visits < 2:
         raise ValueError(f"min_visits must be at least 2 (a history and a target), got {min_visits}")
     check_split_sizes(test_size, val_size)
-
-
-def _assign_splits(subjects: list[int], fixed: dict[int, str] | None, seed: int, test_size: float,
-                   val_size: float) -> dict[int, str]:
-    if fixed is not None:
-        return {s: fixed.get(s, "train") for s in subjects}
-    order = np.random.default_rng(seed).permutation(len(subjects))
-    n_test, n_val = round(test_size * len(subjects)), round(val_size * len(subjects))
-    splits = {}
-    for position, index in enumerate(order):
-        splits[subjects[index]] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
-    return splits
 
 
 def read_visits(mimic: Path, vocabulary: str, min_visits: int, subjects: set[int] | None = None,
@@ -302,8 +281,8 @@ def _build(work: Path, mimic: Path, vocabulary: str, min_visits: int, seed: int,
         f"({sum(counts['excluded_patients'].values()):,} excluded)")
 
     # --- split by patient
-    fixed = _read_split_files(split_from) if split_from else None
-    splits = _assign_splits([p.subject_id for p in patients], fixed, seed, test_size, val_size)
+    fixed = read_split_files(split_from) if split_from else None
+    splits = assign_splits([p.subject_id for p in patients], fixed, seed, test_size, val_size)
     for patient in patients:
         patient.split = splits[patient.subject_id]
 
