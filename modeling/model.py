@@ -15,8 +15,8 @@ restart at each document, no token attends across a boundary (modeling/attention
 labelled positions. Outputs are padded back to [batch, seq, ...] only for padded callers.
 
 The config class is `transformers.ModernBertConfig`, and the state dict keys are those of
-`transformers.ModernBertForMaskedLM` / `ModernBertForSequenceClassification` / `ModernBertForTokenClassification`,
-so checkpoints move freely both ways.
+`transformers.ModernBertForMaskedLM` / `ModernBertForSequenceClassification` / `ModernBertForTokenClassification` /
+`ModernBertForQuestionAnswering`, so checkpoints move freely both ways.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
     MaskedLMOutput,
+    QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
@@ -497,6 +498,62 @@ class ModernBertForTokenClassification(ModernBertClassifier):
             loss = F.cross_entropy(logits, batch.unpad(labels.to(logits.device)), ignore_index=-100)
         hidden_states = tuple(batch.pad(s) for s in states) if states is not None else None
         return TokenClassifierOutput(loss=loss, logits=batch.pad(logits), hidden_states=hidden_states)
+
+
+class ModernBertForQuestionAnswering(ModernBertClassifier):
+    """transformers' extractive QA model: the token classifier's head with `num_labels` 2 (transformers' default),
+    read as a start and an end logit per token, under the same module names, so `AutoModelForQuestionAnswering` and
+    `pipeline("question-answering")` load what this class saves."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        """`start_logits`, `end_logits`: [B, S] for a padded batch (zeros at padding), [total] for packed input.
+
+        `start_positions` / `end_positions` [n_docs] index tokens within each row (padded: the row's column, as in
+        transformers; packed: the token's place in its document). `loss` is the mean of the start and end
+        cross-entropies, as transformers computes it, with one difference: padding never enters the softmax
+        (transformers scores its padding positions like tokens, which changes its loss on padded batches only),
+        and a position outside the row's real tokens is ignored (transformers ignores positions >= S only)."""
+        _reject_unsupported(kwargs)
+        h, batch, states = self.model.encode(input_ids, attention_mask, inputs_embeds, cu_seqlens, max_seqlen,
+                                             bool(output_hidden_states))
+        logits = self.classifier(self.drop(self.head(h)))  # [total, 2]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # One row per document with -inf outside its real tokens, so both softmaxes run over real tokens only.
+            if batch.indices is not None:
+                real = batch.pad(torch.ones_like(logits[:, 0], dtype=torch.bool))
+                grid = batch.pad(logits).masked_fill(~real[..., None], float("-inf"))
+            else:
+                n_docs, total = batch.cu_seqlens.numel() - 1, logits.shape[0]
+                grid = logits.new_full((n_docs, batch.max_seqlen, 2), float("-inf"))
+                grid[document_ids(batch.cu_seqlens, total), batch.positions(total)] = logits
+                real = grid[..., 0] > float("-inf")
+            width = grid.shape[1]
+
+            def targets(positions: torch.Tensor) -> torch.Tensor:
+                positions = positions.to(grid.device).view(-1).clamp(0, width)  # width = ignored, as transformers
+                inside = real[torch.arange(len(positions), device=grid.device), positions.clamp(max=width - 1)]
+                return positions.masked_fill(~inside, width)
+
+            start_loss = F.cross_entropy(grid[..., 0].float(), targets(start_positions), ignore_index=width)
+            end_loss = F.cross_entropy(grid[..., 1].float(), targets(end_positions), ignore_index=width)
+            loss = (start_loss + end_loss) / 2
+        logits = batch.pad(logits)
+        hidden_states = tuple(batch.pad(s) for s in states) if states is not None else None
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=logits[..., 0].contiguous(),
+                                            end_logits=logits[..., 1].contiguous(), hidden_states=hidden_states)
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -4,6 +4,7 @@ weights. Everything runs on CPU in fp32 and is built from configs (never from hu
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -154,3 +155,45 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_cuda)
         if "flash_attn" in item.keywords and importlib.util.find_spec("flash_attn") is None:
             item.add_marker(no_flash)
+
+
+# --- transformers 4.x: our exports must load there too (tests/test_transformers_v4.py, tests/test_qa.py)
+
+# torch first and pinned: it resolves to the local CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
+V4_REQUIREMENTS = (("torch==2.13.0",), ("transformers==4.57.6", "torch==2.13.0"))
+V4_VERSION = "4.57.6"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _pip_failure(cmd: list[str], proc: subprocess.CompletedProcess) -> str:
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    return f"cannot build the transformers {V4_VERSION} venv: `{' '.join(cmd)}` exited {proc.returncode}:\n{tail}"
+
+
+@pytest.fixture(scope="session")
+def v4_python() -> Path:
+    """The python of a venv with transformers 4.57.6 (built on first use, then reused)."""
+    venv = Path(os.environ.get("CMBERT_V4_VENV") or Path.home() / ".cache" / "cmbert-test-venvs" / "tf457")
+    python = venv / "bin" / "python"
+    stamp = venv / ".cmbert-ready"
+    wanted = json.dumps(V4_REQUIREMENTS)
+    if stamp.exists() and stamp.read_text() == wanted and python.exists():
+        return python
+    shutil.rmtree(venv, ignore_errors=True)  # a half-built venv from an interrupted run
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    steps = [[sys.executable, "-m", "venv", str(venv)]]
+    steps += [[str(python), "-m", "pip", "install", "--quiet", *reqs] for reqs in V4_REQUIREMENTS]
+    for cmd in steps:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            pytest.skip(f"cannot build the transformers {V4_VERSION} venv: `{' '.join(cmd)}`: {err}")
+        if proc.returncode != 0:
+            pytest.skip(_pip_failure(cmd, proc))
+    check = subprocess.run([str(python), "-c", "import transformers; print(transformers.__version__)"],
+                           capture_output=True, text=True, env={**os.environ, **OFFLINE})
+    if check.stdout.strip() != V4_VERSION:
+        pytest.skip(f"the venv at {venv} has transformers {check.stdout.strip()!r}, not {V4_VERSION}: {check.stderr}")
+    stamp.write_text(wanted)
+    return python

@@ -1,0 +1,128 @@
+"""The config of `cmbert finetune qa train`: typed dataclasses, YAML presets in `configs/finetune/qa/`, dotted
+overrides.
+
+    cfg = load_qa_config("configs/finetune/qa/demo.yaml", ["train.lr=3e-5", "model.doc_stride=64"])
+
+The training and logging sections are the generic recipes' (`finetune.generic.config`), so the optimizer, schedule,
+resume and logging behave as in `cmbert finetune classify|tokens train`; the data, model and eval sections are QA's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from finetune.generic.config import GenericLoggingConfig, GenericTrainConfig
+from finetune.lora import LoraSettings, check_lora_settings
+from finetune.pruning import PruneSettings, check_prune_settings
+from pretrain.config import ConfigError, load_dataclass
+
+MAX_CONTEXT = 8192  # ModernBERT's longest context; a window never exceeds the encoder's own either
+
+
+@dataclass
+class QaDataConfig:
+    # A SQuAD-layout .json (v1.1 or v2.0; RadQA ships in the v2.0 layout), a .jsonl of flat records
+    # {"id", "question", "context", "answers": {"text": [...], "answer_start": [...]}} (the `datasets` squad
+    # layout; a list of {"text", "answer_start"} objects is read too), either one gzipped, or a local `datasets`
+    # folder of such records (a DatasetDict folder gives the split of each role).
+    train: str = ""
+    validation: str | None = None  # model selection and the no-answer threshold read it
+    test: str | None = None
+    format: Literal["auto", "squad", "jsonl", "datasets"] = "auto"  # auto: by the file name, a folder is `datasets`
+    # SQuAD v2.0 / RadQA: questions without an answer in the context are kept and the model may answer "" (the
+    # [CLS] token). false (SQuAD v1.1): every question has an answer; unanswerable ones are skipped and counted.
+    unanswerable: bool = True
+
+
+@dataclass
+class QaModelConfig:
+    init_from: str = ""  # a local transformers ModernBERT folder (ours from `cmbert export`, or a released one)
+    # Tokens per window: [CLS] question [SEP] context piece [SEP]. A longer context is read in several windows; up to
+    # the encoder's max_position_embeddings (8,192 for ModernBERT, enough for most radiology reports in one window).
+    max_length: int = 512
+    # Context tokens consecutive windows share (transformers' `stride`, run_qa.py's --doc_stride): an answer that
+    # crosses one window's edge lies whole in the next one when it is at most this long.
+    doc_stride: int = 128
+    max_question_tokens: int = 64  # longer questions keep their first tokens (counted as truncated_questions)
+    attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
+    lora: LoraSettings = field(default_factory=LoraSettings)  # adapters instead of full fine-tuning
+    prune: PruneSettings = field(default_factory=PruneSettings)  # layers dropped before fine-tuning
+
+
+@dataclass
+class QaEvalConfig:
+    max_answer_tokens: int = 30  # the longest span predicted (transformers' max_answer_length)
+    n_best: int = 20  # spans kept per question in predict's n-best list
+    # The answer is "" when (null score - best span score) is above this. null (default): tuned on validation as the
+    # official SQuAD v2 best_f1_thresh, then applied to test and stored with the model; a number fixes it (0.0 is
+    # transformers' run_qa default).
+    null_threshold: float | None = None
+    batch_size: int = 64  # windows per forward pass in evaluation (lower it for windows of thousands of tokens)
+
+
+@dataclass
+class QaConfig:
+    out: str = "runs/qa"
+    data: QaDataConfig = field(default_factory=QaDataConfig)
+    model: QaModelConfig = field(default_factory=QaModelConfig)
+    train: GenericTrainConfig = field(default_factory=GenericTrainConfig)  # batch_size: windows per step
+    eval: QaEvalConfig = field(default_factory=QaEvalConfig)
+    logging: GenericLoggingConfig = field(default_factory=lambda: GenericLoggingConfig(
+        project="clinical-modernbert-qa"))
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def check_qa_config(cfg: QaConfig) -> None:
+    """Every value that would fail later fails here, naming its key."""
+    d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
+    if not d.train:
+        raise ConfigError("data.train: give a SQuAD .json, a .jsonl or a local `datasets` folder")
+    for key in ("train", "validation", "test"):
+        path = getattr(d, key)
+        if path and not Path(path).exists():
+            raise ConfigError(f"data.{key}: {path} does not exist")
+    if not d.validation and not Path(d.train, "dataset_dict.json").is_file():
+        raise ConfigError("data.validation: give a validation file (model selection and the no-answer threshold "
+                          "read it), or make data.train a DatasetDict folder with a validation split")
+    if not m.init_from:
+        raise ConfigError("model.init_from: give a transformers ModernBERT folder")
+    if not Path(m.init_from, "config.json").is_file():
+        raise ConfigError(f"model.init_from: {m.init_from} has no config.json (a local ModernBERT folder is needed; "
+                          "the Hugging Face hub is not used)")
+    context = json.loads(Path(m.init_from, "config.json").read_text()).get("max_position_embeddings") or MAX_CONTEXT
+    if not 16 <= m.max_length <= min(context, MAX_CONTEXT):
+        raise ConfigError(f"model.max_length must be in [16, {min(context, MAX_CONTEXT)}] (the encoder's context, "
+                          f"max_position_embeddings in {m.init_from}/config.json), not {m.max_length}")
+    if m.max_question_tokens < 1:
+        raise ConfigError(f"model.max_question_tokens must be >= 1, not {m.max_question_tokens}")
+    room = m.max_length - m.max_question_tokens - 3  # [CLS], [SEP], [SEP]
+    if room < 8:
+        raise ConfigError(f"model.max_question_tokens ({m.max_question_tokens}) leaves {room} context tokens per "
+                          f"window of model.max_length {m.max_length}; at least 8 are needed")
+    if not 0 <= m.doc_stride < room:
+        raise ConfigError(f"model.doc_stride must be in [0, {room}) (context tokens per window: max_length - "
+                          f"max_question_tokens - 3), not {m.doc_stride}")
+    check_lora_settings(m.lora, "model.lora")
+    check_prune_settings(m.prune, "model.prune")
+    if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1 or t.grad_clip < 0:
+        raise ConfigError("train.lr and train.head_lr must be > 0, weight_decay and grad_clip >= 0, "
+                          "warmup_fraction in [0, 1)")
+    if t.epochs < 1 or t.batch_size < 1 or t.patience < 1 or t.checkpoint_every_steps < 1 or t.max_steps < 0:
+        raise ConfigError("train.epochs, batch_size, patience, checkpoint_every_steps must be >= 1, max_steps >= 0")
+    if e.max_answer_tokens < 1 or e.n_best < 1 or e.batch_size < 1:
+        raise ConfigError("eval.max_answer_tokens, eval.n_best and eval.batch_size must be >= 1")
+    if e.null_threshold is not None and not d.unanswerable:
+        raise ConfigError("eval.null_threshold: only read with data.unanswerable=true (SQuAD v1.1 always answers)")
+    if cfg.logging.every_steps < 1:
+        raise ConfigError("logging.every_steps must be >= 1")
+
+
+def load_qa_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> QaConfig:
+    cfg = load_dataclass(QaConfig, path, overrides)
+    check_qa_config(cfg)
+    return cfg

@@ -1,0 +1,378 @@
+"""`cmbert finetune qa train`: fine-tune an encoder for extractive question answering (SQuAD v1.1 / v2.0, RadQA).
+
+    read the splits (data.py) -> windows of [CLS] question [SEP] context piece [SEP] (windows.py) -> the encoder
+    with transformers' QA head (a start and an end logit per token) -> optional layer pruning and LoRA -> AdamW with
+    the encoder at train.lr, the head at train.head_lr and the adapters at model.lora.lr, linear warmup and decay
+    (the generic recipes' optimizer, schedule and resume) -> after each epoch the validation F1 (with the
+    no-answer threshold tuned on validation, unless eval.null_threshold fixes it) keeps the best weights, and
+    `patience` epochs without a better one stop training -> the best weights: the threshold tuned on validation,
+    validation and test scores (SQuAD v2 official EM / F1, HasAns / NoAns) and predictions -> the model with its
+    adapters merged, exported as a stock transformers folder.
+
+Layout of `out`:
+    model/          AutoModelForQuestionAnswering loads it (no peft, no remote code); qa_settings.json holds the
+                    window length, stride and tuned no-answer threshold that `cmbert predict qa` repeats; tokenizer
+                    files; a model card
+    report.json     scores, the threshold, always-empty baselines, counts (questions, windows, skips, truncated
+                    questions), trainable parameters, LoRA and pruning, steps, seconds, memory, provenance; last
+    predictions/    validation.jsonl, test.jsonl: per question its id, location, answer, character offsets, scores
+                    and per-question EM / F1 (answer text is context text: these files stay in the run folder)
+    config.json, metrics.jsonl, wandb/ (offline unless the user opts in)
+    ckpt/           resume state and the best weights so far; removed when the run finishes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from finetune.generic.train import _peak_memory_mb, _save, _signature, _versions, epoch_batches, make_optimizer
+from finetune.qa.config import QaConfig, load_qa_config
+from finetune.qa.data import SPLIT_NAMES, QaSplit, read_qa_split
+from finetune.qa.metrics import squad_v2_scores
+from finetune.qa.predict import QaSettings, prediction_record, window_logits
+from finetune.qa.spans import QuestionPrediction, predict_answers
+from finetune.qa.windows import Windows, collate_windows, make_windows
+
+HEAD_PREFIXES = ("head.", "classifier.")  # trains at head_lr, and stays trainable under LoRA
+EVAL_SPLITS = ("validation", "test")
+
+
+def split_sources(cfg: QaConfig) -> dict[str, str]:
+    """Where each split is read from: its own key, else the DatasetDict folder given as data.train."""
+    d = cfg.data
+    in_train: set[str] = set()
+    if Path(d.train, "dataset_dict.json").is_file():
+        in_train = set(json.loads(Path(d.train, "dataset_dict.json").read_text()).get("splits", []))
+    sources = {"train": d.train}
+    for role, given in (("validation", d.validation), ("test", d.test)):
+        if given:
+            sources[role] = given
+        elif role == "validation" or in_train & set(SPLIT_NAMES[role]):
+            sources[role] = d.train
+    return sources
+
+
+def build_model(cfg: QaConfig) -> tuple[nn.Module, list[int]]:
+    from finetune.lora import apply_lora
+    from finetune.pruning import prune_layers
+    from modeling import ModernBertForQuestionAnswering
+
+    torch.manual_seed(cfg.train.seed)  # the fresh head's initial weights
+    model = ModernBertForQuestionAnswering.from_pretrained(cfg.model.init_from, num_labels=2)
+    dropped = prune_layers(model, cfg.model.prune)
+    if cfg.model.lora.enabled:
+        apply_lora(model, cfg.model.lora, keep_trainable=HEAD_PREFIXES)
+    return model, dropped
+
+
+def score_predictions(split: QaSplit, predictions: list[QuestionPrediction], threshold: float | None,
+                      unanswerable: bool) -> dict:
+    """SQuAD v2 official scores at `threshold` (None: every question answered, SQuAD v1.1), with the best-threshold
+    search over score_diff, and the always-empty baseline's F1 (the unanswerable share)."""
+    golds = {e.id: [t for t, _ in e.answers] for e in split.examples}
+    texts = {p.id: p.answer(e.context, None) for e, p in zip(split.examples, predictions, strict=True)}
+    if not unanswerable:
+        scores = squad_v2_scores(golds, texts)
+        return {k: v for k, v in scores.items() if not k.startswith("best_")}
+    diffs = {p.id: p.score_diff for p in predictions}
+    lowest = min(diffs.values()) - 1.0  # below every score_diff: "all empty" when nothing beats it
+    scores = squad_v2_scores(golds, texts, diffs, threshold if threshold is not None else math.inf, lowest)
+    scores["empty_baseline_f1"] = 100.0 * sum(not e.answerable for e in split.examples) / max(len(golds), 1)
+    return scores
+
+
+def evaluate(model, cfg: QaConfig, split: QaSplit, windows: Windows, pad_id: int, device, dtype):
+    starts, ends = window_logits(model, windows, pad_id, cfg.eval.batch_size, device, dtype)
+    return predict_answers(split.examples, windows, starts, ends, cfg.eval.max_answer_tokens, cfg.eval.n_best)
+
+
+def validation_score(cfg: QaConfig, split: QaSplit,
+                     predictions: list[QuestionPrediction]) -> tuple[float, float | None]:
+    """(validation F1, the threshold that gives it): tuned (best_f1 at best_f1_thresh) unless fixed or v1.1."""
+    if not cfg.data.unanswerable:
+        return score_predictions(split, predictions, None, False)["f1"], None
+    scores = score_predictions(split, predictions, cfg.eval.null_threshold, True)
+    if cfg.eval.null_threshold is not None:
+        return scores["f1"], cfg.eval.null_threshold
+    return scores["best_f1"], scores["best_f1_thresh"]
+
+
+def write_predictions(path: Path, split: QaSplit, predictions: list[QuestionPrediction], threshold: float | None):
+    from finetune.qa.metrics import exact_match, gold_answers, token_f1
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for example, prediction in zip(split.examples, predictions, strict=True):
+            record = prediction_record(example, prediction, threshold)
+            golds = gold_answers([t for t, _ in example.answers])
+            record.update(where=example.where, gold_answerable=example.answerable,
+                          exact=max(exact_match(g, record["answer"]) for g in golds),
+                          f1=round(max(token_f1(g, record["answer"]) for g in golds), 4))
+            f.write(json.dumps(record) + "\n")
+
+
+def export_model(model: nn.Module, tokenizer, folder: Path, cfg: QaConfig, threshold: float | None,
+                 results: dict) -> None:
+    """The trained model with its adapters merged, as a stock transformers folder, with the settings predict uses."""
+    from finetune.lora import merged_copy
+    from pretrain.tokenizer import save_tokenizer
+
+    stock = merged_copy(model).eval()
+    stock.save_pretrained(folder)
+    tokenizer.model_max_length = cfg.model.max_length  # pipelines then window as training did
+    save_tokenizer(tokenizer, folder)
+    QaSettings(cfg.model.max_length, cfg.model.doc_stride, cfg.model.max_question_tokens, cfg.eval.max_answer_tokens,
+               cfg.eval.n_best, threshold).save(folder)
+    write_model_card(folder, cfg, stock.config, threshold, results)
+
+
+def write_model_card(folder: Path, cfg: QaConfig, config, threshold: float | None, results: dict) -> None:
+    from finetune.icd.train import encoder_name
+
+    minimum = json.loads((folder / "config.json").read_text()).get("min_transformers_version", "4.48.0")
+    scores = ", ".join(f"{role} EM {m['exact']:.1f} / F1 {m['f1']:.1f}" for role, m in results.items() if m)
+    lora, prune = cfg.model.lora, getattr(config, "pruned_from", None)
+    m = cfg.model
+    lines = [
+        "---", "library_name: transformers", "tags:", "- modernbert", "- clinical", "- question-answering",
+        "pipeline_tag: question-answering", "---", "# ModernBERT extractive question answering", "",
+        f"Fine-tuned from `{encoder_name(m.init_from)}` by clinical-modernbert (`cmbert finetune qa train`), in the "
+        "stock transformers `modernbert` format.", "",
+        "```python\nfrom transformers import AutoModelForQuestionAnswering, AutoTokenizer\n"
+        "model = AutoModelForQuestionAnswering.from_pretrained(folder)  # no trust_remote_code\n```", "",
+        "With the trained windows and no-answer threshold: `cmbert predict qa --model FOLDER --input questions.json "
+        "--out answers.jsonl`. transformers 4.x's pipeline also runs it (transformers 5 removed the question-answering "
+        f"pipeline): `pipeline(\"question-answering\", model=folder)(question=..., context=..., max_seq_len="
+        f"{m.max_length}, doc_stride={m.doc_stride}, handle_impossible_answer={cfg.data.unanswerable})`.", "",
+        f"- windows: {m.max_length} tokens, {m.doc_stride} shared by consecutive windows; questions cut at "
+        f"{m.max_question_tokens} tokens; answers at most {cfg.eval.max_answer_tokens} tokens",
+        ("- unanswerable questions: \"\" when null score - best span score > "
+         f"{threshold:.4f} (tuned on validation: best_f1_thresh)" if cfg.eval.null_threshold is None
+         else f"- unanswerable questions: \"\" when null score - best span score > {threshold:g}")
+        if threshold is not None else "- every question is answered (SQuAD v1.1)",
+        f"- scores (SQuAD v2 official): {scores}",
+        "- `cmbert predict qa` repeats these settings (qa_settings.json)",
+        f"- LoRA: r {lora.r}, alpha {lora.alpha:g} on {', '.join(lora.target_modules)}, merged into the weights"
+        if lora.enabled else "- full fine-tuning",
+        f"- pruned: layers {prune['dropped']} of {prune['num_hidden_layers']} dropped ({prune['strategy']})"
+        if prune else "- not pruned",
+        f"- minimum transformers version: **{minimum}**", "",
+    ]
+    (folder / "README.md").write_text("\n".join(lines))
+
+
+def main(cfg: QaConfig) -> dict:
+    """The whole run (see the module docstring); returns the report. A finished `out` returns its report."""
+    from transformers import AutoTokenizer
+
+    from finetune.icd.batches import device_and_dtype
+    from finetune.icd.train import provenance
+    from finetune.lora import trainable_summary
+    from modeling import set_attention_backend
+    from pretrain.metrics import MetricsLogger
+    from pretrain.optim import wsd_lambda
+
+    out, t = Path(cfg.out), cfg.train
+    out.mkdir(parents=True, exist_ok=True)
+    signature = _signature(cfg.to_dict())
+    if (out / "report.json").is_file():
+        previous = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+        if _signature(previous) == signature:
+            print(f"[qa] {out} holds this finished run; its report is returned (remove it to retrain)", file=sys.stderr)
+            return json.loads((out / "report.json").read_text())
+        raise FileExistsError(f"{out}: holds a finished run of another config; choose another out")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device, dtype = device_and_dtype(t.precision)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    set_attention_backend(cfg.model.attention_backend)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
+    splits = {role: read_qa_split(path, role, cfg.data.format, cfg.data.unanswerable)
+              for role, path in split_sources(cfg).items()}
+    for split in splits.values():
+        if not split.examples:
+            raise ValueError(f"{split.source}: no usable {split.name} questions ({split.counter.as_dict()})")
+    m = cfg.model
+    windows = {role: make_windows(tokenizer, s.examples, m.max_length, m.doc_stride, m.max_question_tokens)
+               for role, s in splits.items()}
+    model, dropped = build_model(cfg)
+    model.to(device)
+    parameters = trainable_summary(model)
+    optimizer = make_optimizer(model, cfg)
+    pad_id, train_windows = tokenizer.pad_token_id, windows["train"]
+    steps_per_epoch = math.ceil(len(train_windows) / t.batch_size)
+    total_steps = min(t.max_steps, t.epochs * steps_per_epoch) if t.max_steps else t.epochs * steps_per_epoch
+    warmup = int(t.warmup_fraction * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        wsd_lambda, total_steps=total_steps, warmup_steps=warmup, decay_steps=total_steps - warmup,
+        decay_shape="linear"))
+
+    ckpt, best_path = out / "ckpt" / "state.pt", out / "ckpt" / "best.pt"
+    state = {"epoch": 0, "batch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "threshold": None, "bad_epochs": 0,
+             "done": False, "seconds": 0.0}
+    if t.resume and ckpt.is_file():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        if saved["signature"] != signature:
+            raise ValueError(f"{ckpt}: written by a run of another config; remove {out / 'ckpt'} to start over, or "
+                             "choose another out")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] is not None:  # dropout on the GPU draws from these
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        state = saved["state"]
+        print(f"[qa] resuming at epoch {state['epoch'] + 1} batch {state['batch']} (step {state['step']})",
+              file=sys.stderr)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    logger = MetricsLogger(out, cfg.to_dict(), enabled=True, wandb_mode=cfg.logging.wandb,
+                           project=cfg.logging.project, run_name=out.name, resume_step=state["step"] + 1)
+    print(f"[qa] {len(splits['train'].examples):,} train questions in {len(train_windows):,} windows, "
+          f"{total_steps} steps; training {parameters['trainable_parameters']:,} of {parameters['parameters']:,} "
+          f"parameters ({parameters['trainable_percent']:.2f} %) on {device}", file=sys.stderr)
+
+    def save_state():
+        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "state": state, "torch_rng": torch.get_rng_state(), "signature": signature,
+               "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, ckpt)
+
+    started, seconds_before = time.perf_counter(), state["seconds"]
+    while not state["done"] and state["epoch"] < t.epochs:
+        model.train()
+        batches = epoch_batches(len(train_windows), t.batch_size, t.seed, state["epoch"])
+        for b in range(state["batch"], len(batches)):
+            input_ids, mask, starts, ends = collate_windows(train_windows, batches[b], pad_id)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = model(input_ids.to(device), mask.to(device), start_positions=starts.to(device),
+                             end_positions=ends.to(device)).loss
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["batch"] = b + 1
+            state["seconds"] = seconds_before + time.perf_counter() - started
+            if state["step"] % cfg.logging.every_steps == 0:
+                lrs = {f"lr_{group['name']}": group["lr"] for group in optimizer.param_groups}
+                logger.log(state["step"], loss=loss.item(), **lrs, epoch=state["epoch"])
+            if state["step"] % t.checkpoint_every_steps == 0:
+                save_state()
+            if state["step"] >= total_steps:
+                break
+        # End of an epoch (or of max_steps): model selection on validation F1.
+        predictions = evaluate(model, cfg, splits["validation"], windows["validation"], pad_id, device, dtype)
+        score, threshold = validation_score(cfg, splits["validation"], predictions)
+        logger.log(state["step"], val_f1=score, epoch=state["epoch"])
+        if score > state["best"]:
+            state.update(best=score, best_epoch=state["epoch"], threshold=threshold, bad_epochs=0)
+            _save({"model": model.state_dict()}, best_path)
+        else:
+            state["bad_epochs"] += 1
+        print(f"[qa] epoch {state['epoch'] + 1} step {state['step']} val f1 {score:.2f} (best {state['best']:.2f} "
+              f"@ epoch {state['best_epoch'] + 1})", file=sys.stderr)
+        state["epoch"] += 1
+        state["batch"] = 0
+        state["done"] = state["bad_epochs"] >= t.patience or state["step"] >= total_steps
+        state["seconds"] = seconds_before + time.perf_counter() - started
+        save_state()
+    logger.close()
+
+    # The best epoch's weights give the threshold (tuned on validation), the scores and the predictions.
+    model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
+    threshold = state["threshold"]
+    results = {}
+    for role in EVAL_SPLITS:
+        if role not in splits:
+            results[role] = None
+            continue
+        predictions = evaluate(model, cfg, splits[role], windows[role], pad_id, device, dtype)
+        results[role] = score_predictions(splits[role], predictions, threshold, cfg.data.unanswerable)
+        write_predictions(out / "predictions" / f"{role}.jsonl", splits[role], predictions, threshold)
+    export_model(model, tokenizer, out / "model", cfg, threshold, results)
+    data_report = {}
+    for role, split in splits.items():
+        w = windows[role]
+        per_question = _windows_per_question(w, len(split.examples))
+        data_report[role] = {**split.report(), "windows": len(w), "truncated_questions": w.truncated_questions,
+                             "unreachable_answers": w.unreachable_answers,
+                             "multi_window_questions": sum(n > 1 for n in per_question),
+                             "context_tokens_max": max(w.context_tokens)}
+    report = {
+        "task": "qa", "unanswerable": cfg.data.unanswerable, "selection_metric": "validation f1",
+        "null_threshold": threshold, "threshold_tuned": cfg.data.unanswerable and cfg.eval.null_threshold is None,
+        "best_epoch": state["best_epoch"] + 1, "epochs": state["epoch"], "steps": state["step"],
+        "train_seconds": round(state["seconds"], 1),
+        **results,
+        "data": data_report,
+        "parameters": parameters,
+        "lora": asdict(cfg.model.lora),
+        "prune": {**asdict(cfg.model.prune), "dropped": dropped, "layers": model.config.num_hidden_layers},
+        **_peak_memory_mb(device, rss_before),
+        "model": str(out / "model"), "init_from": cfg.model.init_from,
+        "provenance": {**provenance(device), **_versions()},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")  # last: marks the run finished
+    shutil.rmtree(out / "ckpt", ignore_errors=True)
+    return report
+
+
+def _windows_per_question(windows: Windows, n: int) -> list[int]:
+    counts = [0] * n
+    for index in windows.example:
+        counts[index] += 1
+    return counts
+
+
+def format_summary(report: dict) -> str:
+    """The lines `cmbert finetune qa train` prints (scores and counts; never text)."""
+    lines = []
+    for role in EVAL_SPLITS:
+        s = report.get(role)
+        if not s:
+            continue
+        line = f"{role:<10s} exact {s['exact']:.1f}  f1 {s['f1']:.1f}"
+        if "HasAns_f1" in s:
+            line += f"  HasAns f1 {s['HasAns_f1']:.1f}"
+        if "NoAns_f1" in s:
+            line += f"  NoAns f1 {s['NoAns_f1']:.1f}"
+        if "empty_baseline_f1" in s:
+            line += f"  (always-empty f1 {s['empty_baseline_f1']:.1f})"
+        lines.append(line + f"  ({s['total']:,} questions)")
+    if report["null_threshold"] is not None:
+        how = "tuned on validation" if report["threshold_tuned"] else "fixed"
+        lines.append(f"no-answer threshold {report['null_threshold']:.4f} ({how})")
+    p = report["parameters"]
+    how = (f"LoRA r {report['lora']['r']}" if report["lora"]["enabled"] else "full fine-tuning") + (
+        f", {len(report['prune']['dropped'])} layer{'s' if len(report['prune']['dropped']) > 1 else ''} pruned"
+        if report["prune"]["dropped"] else "")
+    lines.append(f"trained {p['trainable_parameters']:,} of {p['parameters']:,} parameters "
+                 f"({p['trainable_percent']:.2f} %, {how}); {report['steps']} steps in {report['train_seconds']} s, "
+                 f"best epoch {report['best_epoch']}")
+    lines.append(f"model: {report['model']}; report: {Path(report['model']).parent / 'report.json'}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> QaConfig:
+    parser = argparse.ArgumentParser(prog="cmbert finetune qa train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="configs/finetune/qa/NAME.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-5 model.doc_stride=64")
+    args = parser.parse_args(argv)
+    return load_qa_config(args.config, args.overrides)
+
+
+if __name__ == "__main__":  # python -m finetune.qa.train --config ... [overrides]
+    print(format_summary(main(parse_args(sys.argv[1:]))))
