@@ -18,6 +18,7 @@ from conftest import build_pair, padded_batch, save_tiny_encoder, tiny_config
 from safetensors.torch import load_file
 
 import cmbert as cli
+import finetune.epochs as epochs
 import modeling
 from finetune.generic import train as generic_train
 from finetune.generic.config import GenericDataConfig, load_generic_config
@@ -447,7 +448,7 @@ def test_a_killed_run_resumes_to_the_same_model(work, tmp_path, monkeypatch):
     whole = tmp_path / "whole"
     run("classify", work, whole, "train.epochs=2")
 
-    real = generic_train.epoch_batches
+    real = epochs.epoch_batches
 
     class Killed(Exception):
         pass
@@ -458,14 +459,14 @@ def test_a_killed_run_resumes_to_the_same_model(work, tmp_path, monkeypatch):
                 raise Killed
             return super().__getitem__(i)
 
-    monkeypatch.setattr(generic_train, "epoch_batches",
+    monkeypatch.setattr(epochs, "epoch_batches",
                         lambda n, size, seed, epoch: DiesAtBatch(real(n, size, seed, epoch)) if epoch == 1
                         else real(n, size, seed, epoch))
     killed = tmp_path / "killed"
     with pytest.raises(Killed):
         run("classify", work, killed, "train.epochs=2")
     assert (killed / "ckpt" / "state.pt").is_file() and not (killed / "report.json").exists()
-    monkeypatch.setattr(generic_train, "epoch_batches", real)
+    monkeypatch.setattr(epochs, "epoch_batches", real)
     report = run("classify", work, killed, "train.epochs=2")
     assert report["steps"] == json.loads((whole / "report.json").read_text())["steps"] == 12
     a, b = load_file(whole / "model" / "model.safetensors"), load_file(killed / "model" / "model.safetensors")

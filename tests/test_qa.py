@@ -21,8 +21,8 @@ from conftest import OFFLINE, build_pair, padded_batch, save_tiny_encoder, tiny_
 from safetensors.torch import load_file
 
 import cmbert as cli
+import finetune.epochs as epochs
 import modeling
-from finetune.qa import train as qa_train
 from finetune.qa.config import load_qa_config
 from finetune.qa.data import QaExample, read_qa_split
 from finetune.qa.metrics import exact_match, normalize_answer, squad_v2_scores, token_f1
@@ -428,7 +428,7 @@ def test_lora_on_a_pruned_encoder_as_squad_v1(work, tmp_path):
 def test_a_killed_run_resumes_to_the_same_model(work, tmp_path, monkeypatch):
     whole = tmp_path / "whole"
     run(work, whole, "train.epochs=2")
-    real = qa_train.epoch_batches
+    real = epochs.epoch_batches
 
     class Killed(Exception):
         pass
@@ -439,13 +439,13 @@ def test_a_killed_run_resumes_to_the_same_model(work, tmp_path, monkeypatch):
                 raise Killed
             return super().__getitem__(i)
 
-    monkeypatch.setattr(qa_train, "epoch_batches", lambda n, size, seed, epoch: DiesAtBatch(real(n, size, seed, epoch))
+    monkeypatch.setattr(epochs, "epoch_batches", lambda n, size, seed, epoch: DiesAtBatch(real(n, size, seed, epoch))
                         if epoch == 1 else real(n, size, seed, epoch))
     killed = tmp_path / "killed"
     with pytest.raises(Killed):
         run(work, killed, "train.epochs=2")
     assert (killed / "ckpt" / "state.pt").is_file() and not (killed / "report.json").exists()
-    monkeypatch.setattr(qa_train, "epoch_batches", real)
+    monkeypatch.setattr(epochs, "epoch_batches", real)
     report = run(work, killed, "train.epochs=2")
     assert report["steps"] == json.loads((whole / "report.json").read_text())["steps"]
     a, b = load_file(whole / "model" / "model.safetensors"), load_file(killed / "model" / "model.safetensors")

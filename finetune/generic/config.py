@@ -108,15 +108,7 @@ def check_generic_config(cfg: GenericConfig) -> None:
     d, m, t = cfg.data, cfg.model, cfg.train
     if cfg.task not in TASKS:
         raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {cfg.task!r}")
-    if not d.train:
-        raise ConfigError("data.train: give a .csv / .jsonl file or a local `datasets` folder")
-    for key in ("train", "validation", "test"):
-        path = getattr(d, key)
-        if path and not Path(path).exists():
-            raise ConfigError(f"data.{key}: {path} does not exist")
-    if not d.validation and not is_dataset_dict(d.train):
-        raise ConfigError("data.validation: give a validation file (model selection and early stopping read it), "
-                          "or make data.train a DatasetDict folder with a validation split")
+    check_split_paths(d, "a .csv / .jsonl file or a local `datasets` folder", "model selection and early stopping")
     if d.text_pair_column is not None and cfg.task != "classify":
         raise ConfigError("data.text_pair_column: sentence pairs are read by `cmbert finetune classify` only")
     if d.text_pair_column is not None and d.text_pair_column in ("", d.text_column):
@@ -127,11 +119,7 @@ def check_generic_config(cfg: GenericConfig) -> None:
     if d.label_delimiter == "":
         raise ConfigError("data.label_delimiter is empty (YAML reads a bare | as an empty block: quote it, "
                           "data.label_delimiter=\"'|'\" on a shell command line)")
-    if not m.init_from:
-        raise ConfigError("model.init_from: give a transformers ModernBERT folder")
-    if not Path(m.init_from, "config.json").is_file():
-        raise ConfigError(f"model.init_from: {m.init_from} has no config.json (a local ModernBERT folder is needed; "
-                          "the Hugging Face hub is not used)")
+    check_encoder_folder(m.init_from)
     if m.max_length < 8:
         raise ConfigError(f"model.max_length must be >= 8, not {m.max_length}")
     context = json.loads(Path(m.init_from, "config.json").read_text()).get("max_position_embeddings")
@@ -140,15 +128,40 @@ def check_generic_config(cfg: GenericConfig) -> None:
                           f"max_position_embeddings in {m.init_from}/config.json)")
     check_lora_settings(m.lora, "model.lora")
     check_prune_settings(m.prune, "model.prune")
+    check_train_settings(t)
+    if not 0 < cfg.eval.threshold < 1:
+        raise ConfigError(f"eval.threshold must be in (0, 1), not {cfg.eval.threshold}")
+    if cfg.logging.every_steps < 1:
+        raise ConfigError("logging.every_steps must be >= 1")
+
+
+def check_split_paths(d, what: str, validation_use: str) -> None:
+    """data.train / validation / test of a recipe's data section (the QA recipe's too): present where needed."""
+    if not d.train:
+        raise ConfigError(f"data.train: give {what}")
+    for key in ("train", "validation", "test"):
+        path = getattr(d, key)
+        if path and not Path(path).exists():
+            raise ConfigError(f"data.{key}: {path} does not exist")
+    if not d.validation and not is_dataset_dict(d.train):
+        raise ConfigError(f"data.validation: give a validation file ({validation_use} read it), or make data.train "
+                          "a DatasetDict folder with a validation split")
+
+
+def check_encoder_folder(init_from: str) -> None:
+    if not init_from:
+        raise ConfigError("model.init_from: give a transformers ModernBERT folder")
+    if not Path(init_from, "config.json").is_file():
+        raise ConfigError(f"model.init_from: {init_from} has no config.json (a local ModernBERT folder is needed; "
+                          "the Hugging Face hub is not used)")
+
+
+def check_train_settings(t: GenericTrainConfig) -> None:
     if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1 or t.grad_clip < 0:
         raise ConfigError("train.lr and train.head_lr must be > 0, weight_decay and grad_clip >= 0, "
                           "warmup_fraction in [0, 1)")
     if t.epochs < 1 or t.batch_size < 1 or t.patience < 1 or t.checkpoint_every_steps < 1 or t.max_steps < 0:
         raise ConfigError("train.epochs, batch_size, patience, checkpoint_every_steps must be >= 1, max_steps >= 0")
-    if not 0 < cfg.eval.threshold < 1:
-        raise ConfigError(f"eval.threshold must be in (0, 1), not {cfg.eval.threshold}")
-    if cfg.logging.every_steps < 1:
-        raise ConfigError("logging.every_steps must be >= 1")
 
 
 def load_generic_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),

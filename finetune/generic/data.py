@@ -93,7 +93,7 @@ def _jsonl_records(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict
         yield where, value
 
 
-def _dataset_records(path: Path, role: str, counter: SkipCounter) -> tuple[Iterator[tuple[str, dict]], list[str]]:
+def dataset_records(path: Path, role: str, counter: SkipCounter) -> tuple[Iterator[tuple[str, dict]], list[str]]:
     """The rows of a `datasets` folder (the `role` split of a DatasetDict), ClassLabel ids turned into names."""
     import datasets
 
@@ -132,7 +132,7 @@ def read_records(path: str | Path, role: str, columns: tuple[str, ...], counter:
     path = Path(path)
     hint = "set data.*_column to the file's column names"
     if path.is_dir():
-        records, available = _dataset_records(path, role, counter)
+        records, available = dataset_records(path, role, counter)
         missing = [c for c in columns if c not in available]
         if missing:
             raise ValueError(f"{path}: no column {', '.join(missing)} in the {role} split (its columns: "

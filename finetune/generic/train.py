@@ -25,19 +25,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import resource
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from finetune.epochs import (
+    finished_report,
+    linear_schedule,
+    make_optimizer,
+    package_versions,
+    padded,
+    peak_memory_mb,
+    remove_checkpoints,
+    resume,
+    rss_mb,
+    train_epochs,
+)
 from finetune.generic.config import GenericConfig, is_dataset_dict, load_generic_config
 from finetune.generic.data import (
     IGNORE,
@@ -121,38 +128,13 @@ def build_model(cfg: GenericConfig, labels: list[str]) -> tuple[nn.Module, list[
     return model, dropped
 
 
-def make_optimizer(model: nn.Module, cfg: GenericConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters: encoder, head and adapters each at their own LR; no weight decay on
-    norms and biases (decay pulls a LayerNorm scale towards 0, not towards its initial 1)."""
-    lrs = {"encoder": cfg.train.lr, "head": cfg.train.head_lr, "adapters": cfg.model.lora.lr}
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            kind = "adapters" if "lora_" in name else "head" if name.startswith(HEAD_PREFIXES) else "encoder"
-            groups.setdefault((kind, param.dim() >= 2), []).append(param)
-    return torch.optim.AdamW([{"params": params, "lr": lrs[kind], "weight_decay": cfg.train.weight_decay * decay,
-                               "name": kind} for (kind, decay), params in groups.items()])
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The example indices of each batch of one epoch: a fixed shuffle per (seed, epoch), so a resumed run sees the
-    same order."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
 def collate(task: str, encoded: Encoded, idx, pad_id: int, n_labels: int, multi_label: bool):
     """Padded input ids, attention mask and targets of the examples `idx` (the model unpads internally, so padding
     costs no compute). Targets: a class id per text, a multi-hot row per text, or a label per token."""
     rows = [encoded.ids[i] for i in idx]
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, ids in enumerate(rows):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        mask[r, : len(ids)] = 1
+    input_ids, mask = padded(rows, pad_id)
     if task == "tokens":
-        targets = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        targets = torch.full(input_ids.shape, IGNORE, dtype=torch.long)
         for r, i in enumerate(idx):
             targets[r, : len(rows[r])] = torch.tensor(token_labels(encoded, i))
     elif multi_label:
@@ -221,38 +203,6 @@ def write_predictions(path: Path, cfg: GenericConfig, labels: list[str], split: 
             f.write(json.dumps(record) + "\n")
 
 
-def _save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)  # a kill mid-save leaves the previous file intact
-
-
-def _signature(config: dict) -> dict:
-    """What a checkpoint or a finished run must share with the config that continues it (`config` as
-    GenericConfig.to_dict() gives it): everything but logging and the resume switch."""
-    values = json.loads(json.dumps(config))
-    values.pop("logging", None)
-    values.get("train", {}).pop("resume", None)
-    return values
-
-
-def _versions() -> dict:
-    import datasets
-    import peft
-
-    return {"peft": peft.__version__, "datasets": datasets.__version__}
-
-
-def _peak_memory_mb(device: torch.device, rss_before_mb: float) -> dict:
-    if device.type == "cuda":
-        return {"peak_cuda_allocated_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
-    # The process's resident high-water mark (Linux: KiB) above its level at the start: model, data, activations.
-    # 0 when the process had already peaked higher before this run (several runs in one process, as in tests).
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_rss_increase_mb": round(max(rss - rss_before_mb, 0.0), 1)}
-
-
 def export_model(model: nn.Module, tokenizer, folder: Path, cfg: GenericConfig, results: dict) -> None:
     """The trained model with its adapters merged into the base weights, as a stock transformers folder."""
     from finetune.lora import merged_copy
@@ -312,19 +262,12 @@ def main(cfg: GenericConfig) -> dict:
     from finetune.lora import trainable_summary
     from modeling import set_attention_backend
     from pretrain.metrics import MetricsLogger
-    from pretrain.optim import wsd_lambda
 
-    out, t = Path(cfg.out), cfg.train
+    out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
-    signature = _signature(cfg.to_dict())
-    if (out / "report.json").is_file():
-        previous = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
-        if _signature(previous) == signature:
-            print(f"[{cfg.task}] {out} holds this finished run; its report is returned (remove it to retrain)",
-                  file=sys.stderr)
-            return json.loads((out / "report.json").read_text())
-        raise FileExistsError(f"{out}: holds a finished run of another config; choose another out")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if (report := finished_report(out, config, cfg.task)) is not None:
+        return report
+    rss_before = rss_mb()
     device, dtype = device_and_dtype(t.precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -334,90 +277,34 @@ def main(cfg: GenericConfig) -> dict:
     model, dropped = build_model(cfg, data.labels)
     model.to(device)
     parameters = trainable_summary(model)  # on the model as trained: adapters and head under LoRA
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr,
+                                                       "adapters": cfg.model.lora.lr}, HEAD_PREFIXES)
     multi, n_labels, pad_id = cfg.task == "classify" and cfg.data.multi_label, len(data.labels), tokenizer.pad_token_id
     train_data = data.encoded["train"]
-    steps_per_epoch = math.ceil(len(train_data.ids) / t.batch_size)
-    total_steps = min(t.max_steps, t.epochs * steps_per_epoch) if t.max_steps else t.epochs * steps_per_epoch
-    warmup = int(t.warmup_fraction * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
-        wsd_lambda, total_steps=total_steps, warmup_steps=warmup, decay_steps=total_steps - warmup,
-        decay_shape="linear"))
-
-    ckpt, best_path = out / "ckpt" / "state.pt", out / "ckpt" / "best.pt"
-    state = {"epoch": 0, "batch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "bad_epochs": 0, "done": False,
-             "seconds": 0.0}
-    if t.resume and ckpt.is_file():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        if saved["signature"] != signature:
-            raise ValueError(f"{ckpt}: written by a run of another config; remove {out / 'ckpt'} to start over, or "
-                             "choose another out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        if saved["cuda_rng"] is not None:  # dropout on the GPU draws from these
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        state = saved["state"]
-        print(f"[{cfg.task}] resuming at epoch {state['epoch'] + 1} batch {state['batch']} (step {state['step']})",
-              file=sys.stderr)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    logger = MetricsLogger(out, cfg.to_dict(), enabled=True, wandb_mode=cfg.logging.wandb,
+    scheduler, total_steps = linear_schedule(optimizer, t, len(train_data.ids))
+    state = resume(out, model, optimizer, scheduler, config, device, cfg.task, enabled=t.resume)
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    logger = MetricsLogger(out, config, enabled=True, wandb_mode=cfg.logging.wandb,
                            project=cfg.logging.project, run_name=out.name, resume_step=state["step"] + 1)
     metric = selection_metric(cfg.task, cfg.data.multi_label)
     print(f"[{cfg.task}] {len(train_data.ids):,} train examples, {n_labels} labels, {total_steps} steps; training "
           f"{parameters['trainable_parameters']:,} of {parameters['parameters']:,} parameters "
           f"({parameters['trainable_percent']:.2f} %) on {device}", file=sys.stderr)
 
-    def save_state():
-        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "state": state, "torch_rng": torch.get_rng_state(), "signature": signature,
-               "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, ckpt)
+    def step_loss(idx) -> torch.Tensor:
+        input_ids, mask, targets = collate(cfg.task, train_data, idx, pad_id, n_labels, multi)
+        return model(input_ids.to(device), mask.to(device), labels=targets.to(device)).loss
 
-    started, seconds_before = time.perf_counter(), state["seconds"]
-    while not state["done"] and state["epoch"] < t.epochs:
-        model.train()
-        batches = epoch_batches(len(train_data.ids), t.batch_size, t.seed, state["epoch"])
-        for b in range(state["batch"], len(batches)):
-            input_ids, mask, targets = collate(cfg.task, train_data, batches[b], pad_id, n_labels, multi)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = model(input_ids.to(device), mask.to(device), labels=targets.to(device)).loss
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["batch"] = b + 1
-            state["seconds"] = seconds_before + time.perf_counter() - started
-            if state["step"] % cfg.logging.every_steps == 0:
-                lrs = {f"lr_{group['name']}": group["lr"] for group in optimizer.param_groups}
-                logger.log(state["step"], loss=loss.item(), **lrs, epoch=state["epoch"])
-            if state["step"] % t.checkpoint_every_steps == 0:
-                save_state()
-            if state["step"] >= total_steps:
-                break
-        # End of an epoch (or of max_steps): model selection on the validation score.
-        val_probs = predict(model, cfg, data.encoded["validation"], pad_id, n_labels, device, dtype)
-        score = evaluate(cfg, data.labels, data.splits["validation"], data.encoded["validation"], val_probs)[metric]
-        logger.log(state["step"], **{f"val_{metric}": score}, epoch=state["epoch"])
-        if score > state["best"]:
-            state.update(best=score, best_epoch=state["epoch"], bad_epochs=0)
-            _save({"model": model.state_dict()}, best_path)
-        else:
-            state["bad_epochs"] += 1
-        print(f"[{cfg.task}] epoch {state['epoch'] + 1} step {state['step']} val {metric} {score:.4f} (best "
-              f"{state['best']:.4f} @ epoch {state['best_epoch'] + 1})", file=sys.stderr)
-        state["epoch"] += 1
-        state["batch"] = 0
-        state["done"] = state["bad_epochs"] >= t.patience or state["step"] >= total_steps
-        state["seconds"] = seconds_before + time.perf_counter() - started
-        save_state()
-    logger.close()
+    def validate() -> tuple[float, dict]:
+        probs = predict(model, cfg, data.encoded["validation"], pad_id, n_labels, device, dtype)
+        return evaluate(cfg, data.labels, data.splits["validation"], data.encoded["validation"], probs)[metric], {}
+
+    state = train_epochs(model, optimizer, scheduler, state, t, total_steps, len(train_data.ids), out=out,
+                         config=config, device=device, dtype=dtype, logger=logger,
+                         log_every=cfg.logging.every_steps, name=cfg.task, metric=metric, step_loss=step_loss,
+                         validate=validate)
 
     # The best epoch's weights (adapters unmerged, as trained) give the reported metrics and predictions.
-    model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
     results = {}
     for role in EVAL_SPLITS:
         if role not in data.splits:
@@ -442,12 +329,12 @@ def main(cfg: GenericConfig) -> dict:
         "parameters": parameters,
         "lora": asdict(cfg.model.lora),
         "prune": {**asdict(cfg.model.prune), "dropped": dropped, "layers": model.config.num_hidden_layers},
-        **_peak_memory_mb(device, rss_before),
+        **peak_memory_mb(device, rss_before),
         "model": str(out / "model"), "init_from": cfg.model.init_from,
-        "provenance": {**provenance(device), **_versions()},
+        "provenance": {**provenance(device), **package_versions()},
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")  # last: marks the run finished
-    shutil.rmtree(out / "ckpt", ignore_errors=True)  # the finished model is in model/; resume state is moot
+    remove_checkpoints(out)
     return report
 
 

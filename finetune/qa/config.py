@@ -14,7 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from finetune.generic.config import GenericLoggingConfig, GenericTrainConfig
+from finetune.generic.config import (
+    GenericLoggingConfig,
+    GenericTrainConfig,
+    check_encoder_folder,
+    check_split_paths,
+    check_train_settings,
+)
 from finetune.lora import LoraSettings, check_lora_settings
 from finetune.pruning import PruneSettings, check_prune_settings
 from pretrain.config import ConfigError, load_dataclass
@@ -80,20 +86,9 @@ class QaConfig:
 def check_qa_config(cfg: QaConfig) -> None:
     """Every value that would fail later fails here, naming its key."""
     d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
-    if not d.train:
-        raise ConfigError("data.train: give a SQuAD .json, a .jsonl or a local `datasets` folder")
-    for key in ("train", "validation", "test"):
-        path = getattr(d, key)
-        if path and not Path(path).exists():
-            raise ConfigError(f"data.{key}: {path} does not exist")
-    if not d.validation and not Path(d.train, "dataset_dict.json").is_file():
-        raise ConfigError("data.validation: give a validation file (model selection and the no-answer threshold "
-                          "read it), or make data.train a DatasetDict folder with a validation split")
-    if not m.init_from:
-        raise ConfigError("model.init_from: give a transformers ModernBERT folder")
-    if not Path(m.init_from, "config.json").is_file():
-        raise ConfigError(f"model.init_from: {m.init_from} has no config.json (a local ModernBERT folder is needed; "
-                          "the Hugging Face hub is not used)")
+    check_split_paths(d, "a SQuAD .json, a .jsonl or a local `datasets` folder",
+                      "model selection and the no-answer threshold")
+    check_encoder_folder(m.init_from)
     context = json.loads(Path(m.init_from, "config.json").read_text()).get("max_position_embeddings") or MAX_CONTEXT
     if not 16 <= m.max_length <= min(context, MAX_CONTEXT):
         raise ConfigError(f"model.max_length must be in [16, {min(context, MAX_CONTEXT)}] (the encoder's context, "
@@ -109,11 +104,7 @@ def check_qa_config(cfg: QaConfig) -> None:
                           f"max_question_tokens - 3), not {m.doc_stride}")
     check_lora_settings(m.lora, "model.lora")
     check_prune_settings(m.prune, "model.prune")
-    if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1 or t.grad_clip < 0:
-        raise ConfigError("train.lr and train.head_lr must be > 0, weight_decay and grad_clip >= 0, "
-                          "warmup_fraction in [0, 1)")
-    if t.epochs < 1 or t.batch_size < 1 or t.patience < 1 or t.checkpoint_every_steps < 1 or t.max_steps < 0:
-        raise ConfigError("train.epochs, batch_size, patience, checkpoint_every_steps must be >= 1, max_steps >= 0")
+    check_train_settings(t)
     if e.max_answer_tokens < 1 or e.n_best < 1 or e.batch_size < 1:
         raise ConfigError("eval.max_answer_tokens, eval.n_best and eval.batch_size must be >= 1")
     if e.null_threshold is not None and not d.unanswerable:

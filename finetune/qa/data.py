@@ -38,10 +38,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune.generic.data import dataset_records
 from finetune.inputs import json_lines
 from pretrain.readers import ReadError, SkipCounter, _open_binary
-
-SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "val", "dev"), "test": ("test",)}
 
 
 @dataclass
@@ -170,18 +169,7 @@ def _jsonl_records(path: Path, role: str, counter: SkipCounter) -> Iterator[tupl
 
 
 def _dataset_records(path: Path, role: str, counter: SkipCounter) -> Iterator[tuple[str, dict | None]]:
-    import datasets
-
-    loaded = datasets.load_from_disk(str(path))
-    name = role
-    if isinstance(loaded, datasets.DatasetDict):
-        name = next((n for n in SPLIT_NAMES[role] if n in loaded), None)
-        if name is None:
-            raise ValueError(f"{path}: DatasetDict has no {role} split (its splits: {', '.join(loaded)})")
-        loaded = loaded[name]
-    for i, row in enumerate(loaded):
-        counter.read += 1
-        yield f"{path.name}[{name}] row {i + 1}", row
+    return dataset_records(path, role, counter)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------- checks

@@ -26,20 +26,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import shutil
 import sys
-import time
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from finetune.generic.train import _peak_memory_mb, _save, _signature, _versions, epoch_batches, make_optimizer
+from finetune.epochs import (
+    finished_report,
+    linear_schedule,
+    make_optimizer,
+    package_versions,
+    peak_memory_mb,
+    remove_checkpoints,
+    resume,
+    rss_mb,
+    train_epochs,
+)
+from finetune.generic.train import split_sources  # the same data.train / validation / test keys
 from finetune.qa.config import QaConfig, load_qa_config
-from finetune.qa.data import SPLIT_NAMES, QaSplit, read_qa_split
+from finetune.qa.data import QaSplit, read_qa_split
 from finetune.qa.metrics import squad_v2_scores
 from finetune.qa.predict import QaSettings, prediction_record, window_logits
 from finetune.qa.spans import QuestionPrediction, predict_answers
@@ -47,21 +54,6 @@ from finetune.qa.windows import Windows, collate_windows, make_windows
 
 HEAD_PREFIXES = ("head.", "classifier.")  # trains at head_lr, and stays trainable under LoRA
 EVAL_SPLITS = ("validation", "test")
-
-
-def split_sources(cfg: QaConfig) -> dict[str, str]:
-    """Where each split is read from: its own key, else the DatasetDict folder given as data.train."""
-    d = cfg.data
-    in_train: set[str] = set()
-    if Path(d.train, "dataset_dict.json").is_file():
-        in_train = set(json.loads(Path(d.train, "dataset_dict.json").read_text()).get("splits", []))
-    sources = {"train": d.train}
-    for role, given in (("validation", d.validation), ("test", d.test)):
-        if given:
-            sources[role] = given
-        elif role == "validation" or in_train & set(SPLIT_NAMES[role]):
-            sources[role] = d.train
-    return sources
 
 
 def build_model(cfg: QaConfig) -> tuple[nn.Module, list[int]]:
@@ -182,18 +174,12 @@ def main(cfg: QaConfig) -> dict:
     from finetune.lora import trainable_summary
     from modeling import set_attention_backend
     from pretrain.metrics import MetricsLogger
-    from pretrain.optim import wsd_lambda
 
-    out, t = Path(cfg.out), cfg.train
+    out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
-    signature = _signature(cfg.to_dict())
-    if (out / "report.json").is_file():
-        previous = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
-        if _signature(previous) == signature:
-            print(f"[qa] {out} holds this finished run; its report is returned (remove it to retrain)", file=sys.stderr)
-            return json.loads((out / "report.json").read_text())
-        raise FileExistsError(f"{out}: holds a finished run of another config; choose another out")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if (report := finished_report(out, config, "qa")) is not None:
+        return report
+    rss_before = rss_mb()
     device, dtype = device_and_dtype(t.precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -210,90 +196,35 @@ def main(cfg: QaConfig) -> dict:
     model, dropped = build_model(cfg)
     model.to(device)
     parameters = trainable_summary(model)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr, "adapters": m.lora.lr},
+                               HEAD_PREFIXES)
     pad_id, train_windows = tokenizer.pad_token_id, windows["train"]
-    steps_per_epoch = math.ceil(len(train_windows) / t.batch_size)
-    total_steps = min(t.max_steps, t.epochs * steps_per_epoch) if t.max_steps else t.epochs * steps_per_epoch
-    warmup = int(t.warmup_fraction * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
-        wsd_lambda, total_steps=total_steps, warmup_steps=warmup, decay_steps=total_steps - warmup,
-        decay_shape="linear"))
-
-    ckpt, best_path = out / "ckpt" / "state.pt", out / "ckpt" / "best.pt"
-    state = {"epoch": 0, "batch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "threshold": None, "bad_epochs": 0,
-             "done": False, "seconds": 0.0}
-    if t.resume and ckpt.is_file():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        if saved["signature"] != signature:
-            raise ValueError(f"{ckpt}: written by a run of another config; remove {out / 'ckpt'} to start over, or "
-                             "choose another out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        if saved["cuda_rng"] is not None:  # dropout on the GPU draws from these
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        state = saved["state"]
-        print(f"[qa] resuming at epoch {state['epoch'] + 1} batch {state['batch']} (step {state['step']})",
-              file=sys.stderr)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    logger = MetricsLogger(out, cfg.to_dict(), enabled=True, wandb_mode=cfg.logging.wandb,
+    scheduler, total_steps = linear_schedule(optimizer, t, len(train_windows))
+    state = resume(out, model, optimizer, scheduler, config, device, "qa", enabled=t.resume)
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    logger = MetricsLogger(out, config, enabled=True, wandb_mode=cfg.logging.wandb,
                            project=cfg.logging.project, run_name=out.name, resume_step=state["step"] + 1)
     print(f"[qa] {len(splits['train'].examples):,} train questions in {len(train_windows):,} windows, "
           f"{total_steps} steps; training {parameters['trainable_parameters']:,} of {parameters['parameters']:,} "
           f"parameters ({parameters['trainable_percent']:.2f} %) on {device}", file=sys.stderr)
 
-    def save_state():
-        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "state": state, "torch_rng": torch.get_rng_state(), "signature": signature,
-               "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}, ckpt)
+    def step_loss(idx) -> torch.Tensor:
+        input_ids, mask, starts, ends = collate_windows(train_windows, idx, pad_id)
+        return model(input_ids.to(device), mask.to(device), start_positions=starts.to(device),
+                     end_positions=ends.to(device)).loss
 
-    started, seconds_before = time.perf_counter(), state["seconds"]
-    while not state["done"] and state["epoch"] < t.epochs:
-        model.train()
-        batches = epoch_batches(len(train_windows), t.batch_size, t.seed, state["epoch"])
-        for b in range(state["batch"], len(batches)):
-            input_ids, mask, starts, ends = collate_windows(train_windows, batches[b], pad_id)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = model(input_ids.to(device), mask.to(device), start_positions=starts.to(device),
-                             end_positions=ends.to(device)).loss
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["batch"] = b + 1
-            state["seconds"] = seconds_before + time.perf_counter() - started
-            if state["step"] % cfg.logging.every_steps == 0:
-                lrs = {f"lr_{group['name']}": group["lr"] for group in optimizer.param_groups}
-                logger.log(state["step"], loss=loss.item(), **lrs, epoch=state["epoch"])
-            if state["step"] % t.checkpoint_every_steps == 0:
-                save_state()
-            if state["step"] >= total_steps:
-                break
-        # End of an epoch (or of max_steps): model selection on validation F1.
+    def validate() -> tuple[float, dict]:
         predictions = evaluate(model, cfg, splits["validation"], windows["validation"], pad_id, device, dtype)
         score, threshold = validation_score(cfg, splits["validation"], predictions)
-        logger.log(state["step"], val_f1=score, epoch=state["epoch"])
-        if score > state["best"]:
-            state.update(best=score, best_epoch=state["epoch"], threshold=threshold, bad_epochs=0)
-            _save({"model": model.state_dict()}, best_path)
-        else:
-            state["bad_epochs"] += 1
-        print(f"[qa] epoch {state['epoch'] + 1} step {state['step']} val f1 {score:.2f} (best {state['best']:.2f} "
-              f"@ epoch {state['best_epoch'] + 1})", file=sys.stderr)
-        state["epoch"] += 1
-        state["batch"] = 0
-        state["done"] = state["bad_epochs"] >= t.patience or state["step"] >= total_steps
-        state["seconds"] = seconds_before + time.perf_counter() - started
-        save_state()
-    logger.close()
+        return score, {"threshold": threshold}  # the best epoch's threshold goes with its weights
+
+    state = train_epochs(model, optimizer, scheduler, state, t, total_steps, len(train_windows), out=out,
+                         config=config, device=device, dtype=dtype, logger=logger,
+                         log_every=cfg.logging.every_steps, name="qa", metric="f1", step_loss=step_loss,
+                         validate=validate)
 
     # The best epoch's weights give the threshold (tuned on validation), the scores and the predictions.
-    model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
-    threshold = state["threshold"]
+    threshold = state["best_extra"]["threshold"]
     results = {}
     for role in EVAL_SPLITS:
         if role not in splits:
@@ -321,12 +252,12 @@ def main(cfg: QaConfig) -> dict:
         "parameters": parameters,
         "lora": asdict(cfg.model.lora),
         "prune": {**asdict(cfg.model.prune), "dropped": dropped, "layers": model.config.num_hidden_layers},
-        **_peak_memory_mb(device, rss_before),
+        **peak_memory_mb(device, rss_before),
         "model": str(out / "model"), "init_from": cfg.model.init_from,
-        "provenance": {**provenance(device), **_versions()},
+        "provenance": {**provenance(device), **package_versions()},
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")  # last: marks the run finished
-    shutil.rmtree(out / "ckpt", ignore_errors=True)
+    remove_checkpoints(out)
     return report
 
 

@@ -115,17 +115,12 @@ def make_windows(tokenizer, examples: list[QaExample], max_length: int, doc_stri
 
 
 def collate_windows(windows: Windows, idx, pad_id: int):
-    """Padded input ids, attention mask, and the start / end targets of the windows `idx` (the model unpads
-    internally, so padding costs no compute)."""
+    """Padded input ids, attention mask, and the start / end targets of the windows `idx`."""
     import torch
 
-    rows = [windows.ids[i] for i in idx]
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, ids in enumerate(rows):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        mask[r, : len(ids)] = 1
+    from finetune.epochs import padded
+
+    input_ids, mask = padded([windows.ids[i] for i in idx], pad_id)
     starts = torch.tensor([windows.start_positions[i] for i in idx])
     ends = torch.tensor([windows.end_positions[i] for i in idx])
     return input_ids, mask, starts, ends
