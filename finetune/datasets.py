@@ -83,6 +83,15 @@ def gzip_text_writer(path: Path) -> io.TextIOWrapper:
     return io.TextIOWrapper(zipped, encoding="utf-8", newline="\n")
 
 
+def split_file_paths(split_from) -> list[Path]:
+    """`--split-from` files as paths, each checked to exist before any work starts."""
+    paths = [Path(p) for p in split_from or ()]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such split file")
+    return paths
+
+
 def read_split_files(paths: list[Path]) -> dict[int, str]:
     """{subject_id: split} from split.csv files (subject_id,split). A patient held out in any file is held out (test
     before val), so a patient the pretraining corpus excluded never lands in train."""

@@ -213,6 +213,20 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def adaptation_card_lines(folder: Path, lora, config) -> list[str]:
+    """The model card's lines on how the encoder was adapted (LoRA merged or full fine-tuning, pruned layers) and the
+    transformers version the exported folder needs."""
+    minimum = json.loads((folder / "config.json").read_text()).get("min_transformers_version", "4.48.0")
+    prune = getattr(config, "pruned_from", None)
+    return [
+        f"- LoRA: r {lora.r}, alpha {lora.alpha:g} on {', '.join(lora.target_modules)}, merged into the weights"
+        if lora.enabled else "- full fine-tuning",
+        f"- pruned: layers {prune['dropped']} of {prune['num_hidden_layers']} dropped ({prune['strategy']})"
+        if prune else "- not pruned",
+        f"- minimum transformers version: **{minimum}**", "",
+    ]
+
+
 def package_versions() -> dict:
     import datasets
     import peft

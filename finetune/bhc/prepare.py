@@ -71,6 +71,7 @@ from finetune.datasets import (
     gzip_text_writer,
     mimic_table,
     read_split_files,
+    split_file_paths,
 )
 from pretrain.readers import SkipCounter, read_mimic_notes
 
@@ -406,10 +407,7 @@ def prepare_bhc_dataset(mimic: str | Path, out: str | Path, tokenizer: str | Pat
     if tokenizer is not None and not tokenizer.is_dir():
         raise FileNotFoundError(f"{tokenizer}: no such folder (--tokenizer takes a local tokenizer or model folder, "
                                 "never a hub name)")
-    split_files = [Path(p) for p in split_from or ()]
-    for path in split_files:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such split file")
+    split_files = split_file_paths(split_from)
     check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a BHC dataset")
 
     def log(message: str) -> None:

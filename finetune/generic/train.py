@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from finetune.epochs import (
+    adaptation_card_lines,
     finished_report,
     linear_schedule,
     make_optimizer,
@@ -224,10 +225,8 @@ def write_model_card(folder: Path, cfg: GenericConfig, config, results: dict) ->
     classify = cfg.task == "classify"
     auto = "AutoModelForSequenceClassification" if classify else "AutoModelForTokenClassification"
     pipeline_tag = "text-classification" if classify else "token-classification"
-    minimum = json.loads((folder / "config.json").read_text()).get("min_transformers_version", "4.48.0")
     metric = selection_metric(cfg.task, cfg.data.multi_label)
     scores = ", ".join(f"{role} {metric} {100 * m[metric]:.1f}" for role, m in results.items() if m)
-    lora, prune = cfg.model.lora, getattr(config, "pruned_from", None)
     lines = [
         "---", "library_name: transformers", "tags:", "- modernbert", "- clinical", f"- {pipeline_tag}",
         f"pipeline_tag: {pipeline_tag}", "---",
@@ -244,11 +243,7 @@ def write_model_card(folder: Path, cfg: GenericConfig, config, results: dict) ->
                                                      and classify else ""),
         f"- scores: {scores}",
         f"- max length: {cfg.model.max_length} tokens",
-        f"- LoRA: r {lora.r}, alpha {lora.alpha:g} on {', '.join(lora.target_modules)}, merged into the weights"
-        if lora.enabled else "- full fine-tuning",
-        f"- pruned: layers {prune['dropped']} of {prune['num_hidden_layers']} dropped ({prune['strategy']})"
-        if prune else "- not pruned",
-        f"- minimum transformers version: **{minimum}**", "",
+        *adaptation_card_lines(folder, cfg.model.lora, config),
     ]
     (folder / "README.md").write_text("\n".join(lines))
 

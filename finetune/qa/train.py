@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from finetune.epochs import (
+    adaptation_card_lines,
     finished_report,
     linear_schedule,
     make_optimizer,
@@ -133,9 +134,7 @@ def export_model(model: nn.Module, tokenizer, folder: Path, cfg: QaConfig, thres
 def write_model_card(folder: Path, cfg: QaConfig, config, threshold: float | None, results: dict) -> None:
     from finetune.icd.train import encoder_name
 
-    minimum = json.loads((folder / "config.json").read_text()).get("min_transformers_version", "4.48.0")
     scores = ", ".join(f"{role} EM {m['exact']:.1f} / F1 {m['f1']:.1f}" for role, m in results.items() if m)
-    lora, prune = cfg.model.lora, getattr(config, "pruned_from", None)
     m = cfg.model
     lines = [
         "---", "library_name: transformers", "tags:", "- modernbert", "- clinical", "- question-answering",
@@ -156,11 +155,7 @@ def write_model_card(folder: Path, cfg: QaConfig, config, threshold: float | Non
         if threshold is not None else "- every question is answered (SQuAD v1.1)",
         f"- scores (SQuAD v2 official): {scores}",
         "- `cmbert predict qa` repeats these settings (qa_settings.json)",
-        f"- LoRA: r {lora.r}, alpha {lora.alpha:g} on {', '.join(lora.target_modules)}, merged into the weights"
-        if lora.enabled else "- full fine-tuning",
-        f"- pruned: layers {prune['dropped']} of {prune['num_hidden_layers']} dropped ({prune['strategy']})"
-        if prune else "- not pruned",
-        f"- minimum transformers version: **{minimum}**", "",
+        *adaptation_card_lines(folder, cfg.model.lora, config),
     ]
     (folder / "README.md").write_text("\n".join(lines))
 

@@ -58,6 +58,7 @@ from finetune.datasets import (
     gzip_text_writer,
     mimic_table,
     read_split_files,
+    split_file_paths,
 )
 from finetune.trajectory.vocab import VOCABULARIES, CodeMapper, describe
 from pretrain.readers import (
@@ -363,10 +364,7 @@ def prepare_trajectories(mimic: str | Path, out: str | Path, vocabulary: str = "
         raise FileNotFoundError(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
     for name in ("patients", "admissions", "diagnoses", "d_diagnoses"):
         _table(mimic, TABLES[name])
-    split_files = [Path(p) for p in split_from or ()]
-    for path in split_files:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such split file")
+    split_files = split_file_paths(split_from)
     check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a trajectory dataset")
 
     def log(message: str) -> None:
