@@ -359,8 +359,10 @@ def test_sentence_pairs_are_cut_longest_first_and_counted(work, tmp_path):
                                                              label_column="gold_label"))
     assert split.counter.as_dict()["skipped"] == {"empty_text_pair": 1} and split.examples[0].pair == "Has pain."
     with pytest.raises(ConfigError, match="text_pair_column"):
-        load_generic_config(TOKENS, ["data.text_pair_column=hypothesis", f"model.init_from={work / 'encoder'}"],
-                            task="tokens")
+        tokens = work / "data" / "tokens"
+        load_generic_config(TOKENS, ["data.text_pair_column=hypothesis", f"model.init_from={work / 'encoder'}",
+                                     f"data.train={tokens / 'train.jsonl'}", f"data.validation={tokens / 'validation.jsonl'}",
+                                     f"data.test={tokens / 'test.jsonl'}"], task="tokens")
 
 
 def test_tokens_with_lora_on_a_pruned_encoder(work, tmp_path):
