@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.bhc.metrics import ngram_counts, rouge_tokenizer
+from finetune.bhc.prepare import split_path
 from finetune.bhc.sentences import Unit, candidate_sentences, unit_text
-
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass
@@ -59,18 +58,6 @@ class Pair:
 
     def target_ngrams(self) -> tuple[Counter, Counter]:
         return ngram_counts(self.target_tokens, 1), ngram_counts(self.target_tokens, 2)
-
-
-def split_path(data: str | Path, split: str) -> Path:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    data = Path(data)
-    if not (data / "report.json").is_file():
-        raise FileNotFoundError(f"{data}: no report.json (not a finished `cmbert bhc prepare` folder)")
-    path = data / f"{split}.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such split file")
-    return path
 
 
 def read_split(data: str | Path, split: str, skipped: Counter | None = None, limit: int | None = None

@@ -206,15 +206,23 @@ def _split_lengths(pairs: list[_StagedPair], special_tokens: int | None) -> dict
 # -------------------------------------------------------------------------------------------------------- reading
 
 
+def split_path(data: str | Path, split: str) -> Path:
+    """One split's file in a finished prepared folder (report.json, written last, marks it finished)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    data = Path(data)
+    if not (data / "report.json").is_file():
+        raise FileNotFoundError(f"{data}: no report.json (not a finished `cmbert bhc prepare` folder)")
+    path = data / f"{split}.jsonl.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such split file")
+    return path
+
+
 def read_pairs(dataset: str | Path, split: str) -> Iterator[dict]:
     """The pairs of one split ("train", "validation" or "test") of a prepared folder, streamed in file order:
     {"note_id", "subject_id", "hadm_id", "source", "target"}."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    path = Path(dataset) / f"{split}.jsonl.gz"
-    if not (Path(dataset) / "report.json").is_file() or not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (not a finished `cmbert bhc prepare` folder?)")
-    with gzip.open(path, "rt", encoding="utf-8") as file:
+    with gzip.open(split_path(dataset, split), "rt", encoding="utf-8") as file:
         for line in file:
             yield json.loads(line)
 
