@@ -341,7 +341,7 @@ def _bhc_evaluate(args: argparse.Namespace) -> None:
 
     report = evaluate(args.data, args.summaries, args.out, split=args.split, similarity_model=args.similarity_model,
                       layer=args.layer, idf=args.idf, baselines=not args.no_baselines, bootstrap=args.bootstrap,
-                      seed=args.seed)
+                      seed=args.seed, workers=args.workers)
     print(format_table(report))
     print(f"-> {args.out}/report.json, report.md, per_note.jsonl.gz", file=sys.stderr)
 
@@ -760,6 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     bhc_evaluate.add_argument("--no-baselines", action="store_true", help="leave out the lead-k and oracle rows")
     bhc_evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     bhc_evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    bhc_evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                              help="processes for ROUGE and the oracle baseline (default: every core; one per 100 "
+                              "notes at most)")
     bhc_evaluate.add_argument("--out", required=True, help="report folder")
     return parser
 

@@ -17,7 +17,7 @@ from conftest import save_tiny_encoder
 
 import cmbert as cli
 from finetune.bhc.metrics import BertScorer, RougeTokenizer, bootstrap_ci, ngram_counts, ngram_rouge, rouge_scores
-from finetune.bhc.pairs import read_split
+from finetune.bhc.pairs import Pair, read_split
 from finetune.bhc.selection import LengthRule, lead, oracle, select_to_budget
 from finetune.bhc.sentences import assemble, candidate_sentences, lines_for_lsum, split_units, unit_text
 from finetune.bhc.summarize import summarize
@@ -110,6 +110,20 @@ def test_rouge_wrapper():
     lo, hi = bootstrap_ci([0.1, 0.2, 0.3, 0.4], seed=0)
     assert lo <= 0.25 <= hi and bootstrap_ci([0.5]) is None and bootstrap_ci([0.1, 0.2], seed=1) == \
         bootstrap_ci([0.1, 0.2], seed=1)
+
+
+def test_rouge_and_the_oracle_in_worker_processes_give_the_same_numbers(monkeypatch):
+    from finetune.bhc import metrics
+    from finetune.bhc.selection import oracle
+
+    monkeypatch.setattr(metrics, "MIN_ITEMS_PER_WORKER", 2)  # 8 pairs over 2 spawned processes
+    units = candidate_sentences(NOTE)
+    predictions = [assemble(NOTE, units[i::3]) for i in range(3)] + [NOTE, TARGET, "", unit_text(NOTE, units[0]), TARGET[:40]]
+    targets = [TARGET] * 4 + [NOTE] * 4
+    assert metrics.rouge_scores(targets, predictions, workers=2) == metrics.rouge_scores(targets, predictions)
+    pairs = [Pair(f"n{i}", NOTE, target, units, [unit_text(NOTE, u) for u in units], len(NOTE.split()),
+                  len(target.split())) for i, target in enumerate((TARGET, NOTE, TARGET[:200], TARGET[100:]))]
+    assert metrics.parallel_map(oracle, pairs, workers=2) == [oracle(p) for p in pairs]
 
 
 @pytest.fixture(scope="module")

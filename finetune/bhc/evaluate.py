@@ -11,7 +11,8 @@ one) is refused, and so is a run missing a note.
 Per system: ROUGE-1/2/L/Lsum F (mean over notes and a seeded 95 % bootstrap interval over notes; P and R means too),
 BERTScore P/R/F1 with `--similarity-model` (any local encoder folder; default: the encoder the first encoder-based
 run used; `finetune.bhc.metrics.BertScorer` for the definition, layer and long-text choices), mean summary words
-beside the mean target words.
+beside the mean target words. `workers` processes share ROUGE and the oracle baseline (pure Python; the same numbers
+in any number of processes).
 
 Outputs in `--out`: `report.json` (everything above, numbers only), `report.md` (the table), `per_note.jsonl.gz`
 (one line per system and note: system, note_id and its numbers; no text). The table is printed (numbers only).
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.bhc.metrics import ROUGE_TYPES, BertScorer, bootstrap_ci, rouge_scores
+from finetune.bhc.metrics import ROUGE_TYPES, BertScorer, bootstrap_ci, parallel_map, rouge_scores
 from finetune.bhc.pairs import read_split, split_fingerprint
 from finetune.bhc.selection import LengthRule, lead, oracle
 from finetune.bhc.sentences import assemble
@@ -51,7 +52,8 @@ def _system_name(run: Path, method: str, taken: set[str]) -> str:
 
 def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, split: str = "test",
              similarity_model: str | Path | None = None, layer: int | None = None, idf: bool = False,
-             baselines: bool = True, bootstrap: int = 1000, seed: int = 0, progress: bool = True) -> dict:
+             baselines: bool = True, bootstrap: int = 1000, seed: int = 0, progress: bool = True,
+             workers: int = 1) -> dict:
     """Write `out`/report.json, report.md and per_note.jsonl.gz (see the module docstring); returns the report."""
     start = time.perf_counter()
     data, out = Path(data), Path(out)
@@ -90,7 +92,8 @@ def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, spli
                 continue
             if method == "lead" and rule is None:
                 rule = LengthRule.fit(read_split(data, "train"))
-            chosen = [lead(p, rule.budget(p)) if method == "lead" else oracle(p) for p in pairs]
+            chosen = ([lead(p, rule.budget(p)) for p in pairs] if method == "lead" else
+                      parallel_map(oracle, pairs, workers))
             name = _system_name(Path(method), method, taken)
             summaries = [assemble(p.source, [p.units[j] for j in c]) for p, c in zip(pairs, chosen, strict=True)]
             systems[name] = {"method": method, "run": None, "summaries": summaries,
@@ -109,7 +112,7 @@ def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, spli
     results = {}
     for name, system in systems.items():
         t0 = time.perf_counter()
-        rouge = rouge_scores(targets, system["summaries"])
+        rouge = rouge_scores(targets, system["summaries"], workers)
         words = [len(s.split()) for s in system["summaries"]]
         result = {"method": system["method"], "run": system["run"], "notes": len(pairs)}
         if system.get("length_rule"):
