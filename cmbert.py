@@ -323,10 +323,10 @@ def _bhc_prepare(args: argparse.Namespace) -> None:
 
 
 def _bhc_summarize(args: argparse.Namespace) -> None:
-    from finetune.bhc.summarize import summarize
+    from finetune.bhc.summarize import FIT_TRAIN_NOTES, summarize
 
     r = summarize(args.data, args.out, args.method, model=args.model, splits=args.splits, length=args.length,
-                  cache_dir=args.cache, max_train_notes=args.max_train_notes,
+                  cache_dir=args.cache, max_train_notes=args.max_train_notes or FIT_TRAIN_NOTES,
                   max_validation_notes=args.max_validation_notes, precision=args.precision, seed=args.seed)
     for split, s in r["splits"].items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()) or "none"
@@ -739,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "target/source word ratio on train x source words, clipped to train's p10-p90)")
     bhc_summarize.add_argument("--cache", help="sentence-embedding cache folder (default: OUT/embeddings; share one "
                                "between runs to embed once)")
-    bhc_summarize.add_argument("--max-train-notes", type=int, default=1000,
+    bhc_summarize.add_argument("--max-train-notes", type=int, default=None,
                                help="train notes read for the length rule and the scorer (default: 1,000)")
     bhc_summarize.add_argument("--max-validation-notes", type=int, default=500,
                                help="validation notes that choose the scorer's label and head (default: 500)")

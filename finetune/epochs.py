@@ -3,12 +3,15 @@
 A recipe reads its data and builds its model, then:
 
     report = finished_report(out, config, name)       # a finished run of this config: done
-    optimizer = make_optimizer(model, t, lrs, head_prefixes)
+    device, dtype = training_device(precision, attention_backend)
+    optimizer = make_optimizer(model, weight_decay, lrs, head_prefixes)
     scheduler, total_steps = linear_schedule(optimizer, t, n_items)
     state = resume(out, model, optimizer, scheduler, config, device, name)
+    logger = open_run_log(out, config, logging, state)
     state = train_epochs(model, optimizer, scheduler, state, t, total_steps, n_items, out=..., ...,
                          step_loss=lambda idx: ..., validate=lambda: (score, remember))
-    ... the best epoch's weights are loaded: score the splits, export, write report.json last, remove_checkpoints(out)
+    ... the best epoch's weights are loaded: score the splits, export, report.json (with run_facts) written last,
+    remove_checkpoints(out)
 
 `step_loss(indices)` returns the loss of one batch (the recipe collates its own inputs and targets); `validate()`
 returns the validation score that selects the best epoch, and a dict the recipe wants kept with the best weights (QA's
@@ -34,6 +37,29 @@ import torch
 from torch import nn
 
 CHECKPOINT, BEST = Path("ckpt") / "state.pt", Path("ckpt") / "best.pt"
+
+
+def training_device(precision: str, attention_backend: str) -> tuple[torch.device, torch.dtype]:
+    """The device and autocast dtype a run trains with (peak-memory counters reset there), the attention backend
+    set."""
+    from finetune.icd.batches import device_and_dtype
+    from modeling import set_attention_backend
+
+    device, dtype = device_and_dtype(precision)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    set_attention_backend(attention_backend)
+    return device, dtype
+
+
+def open_run_log(out: Path, config: dict, logging, state: dict):
+    """config.json beside the run, and the metrics logger (wandb offline unless `logging.wandb` opts in), continuing
+    at the resumed step."""
+    from pretrain.metrics import MetricsLogger
+
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    return MetricsLogger(out, config, enabled=True, wandb_mode=logging.wandb, project=logging.project,
+                         run_name=out.name, resume_step=state["step"] + 1)
 
 
 def run_signature(config: dict) -> dict:
@@ -205,12 +231,40 @@ def peak_memory_mb(device: torch.device, rss_before_mb: float) -> dict:
         return {"peak_cuda_allocated_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
     # The process's resident high-water mark (Linux: KiB) above its level at the start: model, data, activations.
     # 0 when the process had already peaked higher before this run (several runs in one process, as in tests).
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_rss_increase_mb": round(max(rss - rss_before_mb, 0.0), 1)}
+    return {"peak_rss_increase_mb": round(max(rss_mb() - rss_before_mb, 0.0), 1)}
 
 
 def rss_mb() -> float:
+    """The process's resident high-water mark so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_facts(out: Path, model: nn.Module, settings, parameters: dict, dropped: list[int], device: torch.device,
+              rss_before_mb: float) -> dict:
+    """The report's entries on how the model was trained and where it went: trainable parameters, LoRA and pruning
+    (`settings` is the recipe's model section), peak memory, the exported folder, provenance."""
+    from dataclasses import asdict
+
+    from finetune.icd.train import provenance
+
+    return {
+        "parameters": parameters,
+        "lora": asdict(settings.lora),
+        "prune": {**asdict(settings.prune), "dropped": dropped, "layers": model.config.num_hidden_layers},
+        **peak_memory_mb(device, rss_before_mb),
+        "model": str(out / "model"), "init_from": settings.init_from,
+        "provenance": {**provenance(device), **package_versions()},
+    }
+
+
+def run_summary_lines(report: dict) -> list[str]:
+    """The closing lines a recipe prints: what was trained (LoRA, pruned layers), steps, seconds, where it went."""
+    p, dropped = report["parameters"], report["prune"]["dropped"]
+    how = (f"LoRA r {report['lora']['r']}" if report["lora"]["enabled"] else "full fine-tuning") + (
+        f", {len(dropped)} layer{'s' if len(dropped) > 1 else ''} pruned" if dropped else "")
+    return [f"trained {p['trainable_parameters']:,} of {p['parameters']:,} parameters ({p['trainable_percent']:.2f} "
+            f"%, {how}); {report['steps']} steps in {report['train_seconds']} s, best epoch {report['best_epoch']}",
+            f"model: {report['model']}; report: {Path(report['model']).parent / 'report.json'}"]
 
 
 def adaptation_card_lines(folder: Path, lora, config) -> list[str]:

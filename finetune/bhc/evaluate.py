@@ -4,9 +4,9 @@
         --similarity-model runs/demo/model --out runs/bhc-eval
 
 Systems: every run folder given (`cmbert bhc summarize --out`), plus the lead-k and oracle baselines computed on
-the fly (same length rule as the runs' default: fitted on train) unless a given run already is one. A run whose
-recorded split fingerprint differs from the dataset's (summaries of another dataset, or of an older build of this
-one) is refused, and so is a run missing a note.
+the fly (lead with the runs' default length rule: fitted on the first FIT_TRAIN_NOTES train notes) unless a given
+run already is one. A run whose recorded split fingerprint differs from the dataset's (summaries of another dataset,
+or of an older build of this one) is refused, and so is a run missing a note.
 
 Per system: ROUGE-1/2/L/Lsum F (mean over notes and a seeded 95 % bootstrap interval over notes; P and R means too),
 BERTScore P/R/F1 with `--similarity-model` (any local encoder folder; default: the encoder the first encoder-based
@@ -33,7 +33,7 @@ from finetune.bhc.metrics import ROUGE_TYPES, BertScorer, bootstrap_ci, parallel
 from finetune.bhc.pairs import read_split, split_fingerprint
 from finetune.bhc.selection import LengthRule, lead, oracle
 from finetune.bhc.sentences import assemble
-from finetune.bhc.summarize import read_summaries
+from finetune.bhc.summarize import FIT_TRAIN_NOTES, read_summaries
 
 
 def _mean_ci(values: Sequence[float], seed: int, resamples: int) -> dict:
@@ -91,7 +91,7 @@ def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, spli
             if method in methods:
                 continue
             if method == "lead" and rule is None:
-                rule = LengthRule.fit(read_split(data, "train"))
+                rule = LengthRule.fit(read_split(data, "train", limit=FIT_TRAIN_NOTES))
             chosen = ([lead(p, rule.budget(p)) for p in pairs] if method == "lead" else
                       parallel_map(oracle, pairs, workers))
             name = _system_name(Path(method), method, taken)

@@ -312,13 +312,9 @@ def encode_texts(tokenizer, examples: list[TextExample], label_ids: dict[str, in
         chunk = examples[start : start + batch]
         texts = [e.text for e in chunk]
         if chunk[0].pair is not None:
-            ids += encode_pairs(tokenizer, texts, [e.pair for e in chunk], max_length)
-            # A pair was cut when its texts and the three special tokens exceed max_length.
-            lengths = [len(a) + len(b) + 3 for a, b in zip(tokenizer(texts, add_special_tokens=False)["input_ids"],
-                                                            tokenizer([e.pair for e in chunk],
-                                                                      add_special_tokens=False)["input_ids"],
-                                                            strict=True)]
-            truncated += sum(n > max_length for n in lengths)
+            pair_ids, cut = _pair_ids(tokenizer, texts, [e.pair for e in chunk], max_length)
+            ids += pair_ids
+            truncated += cut
             continue
         for piece in tokenizer(texts, add_special_tokens=False)["input_ids"]:
             truncated += len(piece) > max_length - 2
@@ -330,13 +326,25 @@ def encode_texts(tokenizer, examples: list[TextExample], label_ids: dict[str, in
 def encode_pairs(tokenizer, texts: list[str], pairs: list[str], max_length: int) -> list[list[int]]:
     """Token ids of sentence pairs exactly as the tokenizer (and so transformers' text-classification pipeline, given
     {"text": ..., "text_pair": ...}) builds them: [CLS] text [SEP] pair [SEP], cut longest side first."""
+    return _pair_ids(tokenizer, texts, pairs, max_length)[0]
+
+
+def _pair_ids(tokenizer, texts: list[str], pairs: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """`encode_pairs` and how many pairs were cut: every pair is tokenized whole once, and only those longer than
+    max_length again, with the tokenizer's own longest-first truncation."""
     cls_id, sep_id = _special_ids(tokenizer)
-    ids = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length)["input_ids"]
+    ids = tokenizer(texts, pairs)["input_ids"]
     for row in ids[:1]:
         if row[0] != cls_id or row.count(sep_id) < 2:
             raise ValueError("the tokenizer does not join sentence pairs as [CLS] A [SEP] B [SEP] (its post-processor "
                              "has no pair template): sentence pairs need a ModernBERT tokenizer")
-    return ids
+    long = [i for i, row in enumerate(ids) if len(row) > max_length]
+    if long:
+        cut = tokenizer([texts[i] for i in long], [pairs[i] for i in long], truncation="longest_first",
+                        max_length=max_length)["input_ids"]
+        for i, row in zip(long, cut, strict=True):
+            ids[i] = row
+    return ids, len(long)
 
 
 def spaced_words(words: list[str]) -> list[str]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +38,15 @@ from finetune.epochs import (
     finished_report,
     linear_schedule,
     make_optimizer,
-    package_versions,
+    open_run_log,
     padded,
-    peak_memory_mb,
     remove_checkpoints,
     resume,
     rss_mb,
+    run_facts,
+    run_summary_lines,
     train_epochs,
+    training_device,
 )
 from finetune.generic.config import GenericConfig, is_dataset_dict, load_generic_config
 from finetune.generic.data import (
@@ -252,21 +254,14 @@ def main(cfg: GenericConfig) -> dict:
     """The whole run (see the module docstring); returns the report. A finished `out` returns its report."""
     from transformers import AutoTokenizer
 
-    from finetune.icd.batches import device_and_dtype
-    from finetune.icd.train import provenance
     from finetune.lora import trainable_summary
-    from modeling import set_attention_backend
-    from pretrain.metrics import MetricsLogger
 
     out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     if (report := finished_report(out, config, cfg.task)) is not None:
         return report
     rss_before = rss_mb()
-    device, dtype = device_and_dtype(t.precision)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    set_attention_backend(cfg.model.attention_backend)
+    device, dtype = training_device(t.precision, cfg.model.attention_backend)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
     data = load_data(cfg, tokenizer)
     model, dropped = build_model(cfg, data.labels)
@@ -278,9 +273,7 @@ def main(cfg: GenericConfig) -> dict:
     train_data = data.encoded["train"]
     scheduler, total_steps = linear_schedule(optimizer, t, len(train_data.ids))
     state = resume(out, model, optimizer, scheduler, config, device, cfg.task, enabled=t.resume)
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    logger = MetricsLogger(out, config, enabled=True, wandb_mode=cfg.logging.wandb,
-                           project=cfg.logging.project, run_name=out.name, resume_step=state["step"] + 1)
+    logger = open_run_log(out, config, cfg.logging, state)
     metric = selection_metric(cfg.task, cfg.data.multi_label)
     print(f"[{cfg.task}] {len(train_data.ids):,} train examples, {n_labels} labels, {total_steps} steps; training "
           f"{parameters['trainable_parameters']:,} of {parameters['parameters']:,} parameters "
@@ -321,12 +314,7 @@ def main(cfg: GenericConfig) -> dict:
         "train_seconds": round(state["seconds"], 1),
         **results,
         "data": data_report,
-        "parameters": parameters,
-        "lora": asdict(cfg.model.lora),
-        "prune": {**asdict(cfg.model.prune), "dropped": dropped, "layers": model.config.num_hidden_layers},
-        **peak_memory_mb(device, rss_before),
-        "model": str(out / "model"), "init_from": cfg.model.init_from,
-        "provenance": {**provenance(device), **package_versions()},
+        **run_facts(out, model, cfg.model, parameters, dropped, device, rss_before),
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")  # last: marks the run finished
     remove_checkpoints(out)
@@ -342,13 +330,7 @@ def format_summary(report: dict) -> str:
         if report.get(role):
             lines.append(f"{role:<10s} " + "  ".join(f"{k} {100 * report[role][k]:.1f}" for k in keys)
                          + f"  ({report[role]['examples']:,} examples)")
-    p = report["parameters"]
-    how = (f"LoRA r {report['lora']['r']}" if report["lora"]["enabled"] else "full fine-tuning") + (
-        f", {len(report['prune']['dropped'])} layers pruned" if report["prune"]["dropped"] else "")
-    lines.append(f"trained {p['trainable_parameters']:,} of {p['parameters']:,} parameters "
-                 f"({p['trainable_percent']:.2f} %, {how}); {report['steps']} steps in {report['train_seconds']} s, "
-                 f"best epoch {report['best_epoch']}")
-    lines.append(f"model: {report['model']}; report: {Path(report['model']).parent / 'report.json'}")
+    lines += run_summary_lines(report)
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ does not answer the question; start / end are character offsets into the context
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.qa.data import QaExample, read_qa_split
+from finetune.qa.data import QaExample, QaSplit, read_qa_split
+from finetune.qa.metrics import squad_v2_scores
 from finetune.qa.spans import QuestionPrediction, predict_answers, span_probabilities
 from finetune.qa.windows import Windows, collate_windows, make_windows
 
@@ -86,6 +88,22 @@ def prediction_record(example: QaExample, prediction: QuestionPrediction, thresh
     }
 
 
+def score_predictions(split: QaSplit, predictions: list[QuestionPrediction], threshold: float | None,
+                      unanswerable: bool) -> dict:
+    """SQuAD v2 official scores at `threshold` (None: every question answered, SQuAD v1.1), with the best-threshold
+    search over score_diff, and the always-empty baseline's F1 (the unanswerable share)."""
+    golds = {e.id: [t for t, _ in e.answers] for e in split.examples}
+    texts = {p.id: p.answer(e.context, None) for e, p in zip(split.examples, predictions, strict=True)}
+    if not unanswerable:
+        scores = squad_v2_scores(golds, texts)
+        return {k: v for k, v in scores.items() if not k.startswith("best_")}
+    diffs = {p.id: p.score_diff for p in predictions}
+    lowest = min(diffs.values()) - 1.0  # below every score_diff: "all empty" when nothing beats it
+    scores = squad_v2_scores(golds, texts, diffs, threshold if threshold is not None else math.inf, lowest)
+    scores["empty_baseline_f1"] = 100.0 * sum(not e.answerable for e in split.examples) / max(len(golds), 1)
+    return scores
+
+
 def predict_file(model_dir: str | Path, input_path: str | Path, out: str | Path, input_format: str = "auto",
                  batch_size: int = 32, device: str = "auto", precision: str = "auto", **overrides) -> dict:
     """Predict every usable question of `input_path` into `out` (JSONL); returns counts (and scores when the input
@@ -93,7 +111,6 @@ def predict_file(model_dir: str | Path, input_path: str | Path, out: str | Path,
     from transformers import AutoTokenizer
 
     from finetune.icd.batches import device_and_dtype
-    from finetune.qa.metrics import squad_v2_scores
     from modeling import ModernBertForQuestionAnswering
 
     settings = QaSettings.read(model_dir)
@@ -128,11 +145,7 @@ def predict_file(model_dir: str | Path, input_path: str | Path, out: str | Path,
                "settings": asdict(settings), "out": str(out)}
     summary["data"].pop("examples", None)  # locations of skipped rows stay out of the printed summary
     if any(e.answerable for e in split.examples):  # a labelled file: score it as training does
-        golds = {e.id: [t for t, _ in e.answers] for e in split.examples}
-        texts = {p.id: p.answer(e.context, None) for e, p in zip(split.examples, predictions, strict=True)}
-        diffs = {p.id: p.score_diff for p in predictions}
-        threshold = settings.null_threshold if settings.null_threshold is not None else float("inf")
-        summary["scores"] = squad_v2_scores(golds, texts, diffs, threshold, min(diffs.values()) - 1.0)
+        summary["scores"] = score_predictions(split, predictions, settings.null_threshold, True)
     return summary
 
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -38,18 +36,19 @@ from finetune.epochs import (
     finished_report,
     linear_schedule,
     make_optimizer,
-    package_versions,
-    peak_memory_mb,
+    open_run_log,
     remove_checkpoints,
     resume,
     rss_mb,
+    run_facts,
+    run_summary_lines,
     train_epochs,
+    training_device,
 )
 from finetune.generic.train import split_sources  # the same data.train / validation / test keys
 from finetune.qa.config import QaConfig, load_qa_config
 from finetune.qa.data import QaSplit, read_qa_split
-from finetune.qa.metrics import squad_v2_scores
-from finetune.qa.predict import QaSettings, prediction_record, window_logits
+from finetune.qa.predict import QaSettings, prediction_record, score_predictions, window_logits
 from finetune.qa.spans import QuestionPrediction, predict_answers
 from finetune.qa.windows import Windows, collate_windows, make_windows
 
@@ -68,22 +67,6 @@ def build_model(cfg: QaConfig) -> tuple[nn.Module, list[int]]:
     if cfg.model.lora.enabled:
         apply_lora(model, cfg.model.lora, keep_trainable=HEAD_PREFIXES)
     return model, dropped
-
-
-def score_predictions(split: QaSplit, predictions: list[QuestionPrediction], threshold: float | None,
-                      unanswerable: bool) -> dict:
-    """SQuAD v2 official scores at `threshold` (None: every question answered, SQuAD v1.1), with the best-threshold
-    search over score_diff, and the always-empty baseline's F1 (the unanswerable share)."""
-    golds = {e.id: [t for t, _ in e.answers] for e in split.examples}
-    texts = {p.id: p.answer(e.context, None) for e, p in zip(split.examples, predictions, strict=True)}
-    if not unanswerable:
-        scores = squad_v2_scores(golds, texts)
-        return {k: v for k, v in scores.items() if not k.startswith("best_")}
-    diffs = {p.id: p.score_diff for p in predictions}
-    lowest = min(diffs.values()) - 1.0  # below every score_diff: "all empty" when nothing beats it
-    scores = squad_v2_scores(golds, texts, diffs, threshold if threshold is not None else math.inf, lowest)
-    scores["empty_baseline_f1"] = 100.0 * sum(not e.answerable for e in split.examples) / max(len(golds), 1)
-    return scores
 
 
 def evaluate(model, cfg: QaConfig, split: QaSplit, windows: Windows, pad_id: int, device, dtype):
@@ -164,21 +147,14 @@ def main(cfg: QaConfig) -> dict:
     """The whole run (see the module docstring); returns the report. A finished `out` returns its report."""
     from transformers import AutoTokenizer
 
-    from finetune.icd.batches import device_and_dtype
-    from finetune.icd.train import provenance
     from finetune.lora import trainable_summary
-    from modeling import set_attention_backend
-    from pretrain.metrics import MetricsLogger
 
     out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     if (report := finished_report(out, config, "qa")) is not None:
         return report
     rss_before = rss_mb()
-    device, dtype = device_and_dtype(t.precision)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    set_attention_backend(cfg.model.attention_backend)
+    device, dtype = training_device(t.precision, cfg.model.attention_backend)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
     splits = {role: read_qa_split(path, role, cfg.data.format, cfg.data.unanswerable)
               for role, path in split_sources(cfg).items()}
@@ -196,9 +172,7 @@ def main(cfg: QaConfig) -> dict:
     pad_id, train_windows = tokenizer.pad_token_id, windows["train"]
     scheduler, total_steps = linear_schedule(optimizer, t, len(train_windows))
     state = resume(out, model, optimizer, scheduler, config, device, "qa", enabled=t.resume)
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    logger = MetricsLogger(out, config, enabled=True, wandb_mode=cfg.logging.wandb,
-                           project=cfg.logging.project, run_name=out.name, resume_step=state["step"] + 1)
+    logger = open_run_log(out, config, cfg.logging, state)
     print(f"[qa] {len(splits['train'].examples):,} train questions in {len(train_windows):,} windows, "
           f"{total_steps} steps; training {parameters['trainable_parameters']:,} of {parameters['parameters']:,} "
           f"parameters ({parameters['trainable_percent']:.2f} %) on {device}", file=sys.stderr)
@@ -244,12 +218,7 @@ def main(cfg: QaConfig) -> dict:
         "train_seconds": round(state["seconds"], 1),
         **results,
         "data": data_report,
-        "parameters": parameters,
-        "lora": asdict(cfg.model.lora),
-        "prune": {**asdict(cfg.model.prune), "dropped": dropped, "layers": model.config.num_hidden_layers},
-        **peak_memory_mb(device, rss_before),
-        "model": str(out / "model"), "init_from": cfg.model.init_from,
-        "provenance": {**provenance(device), **package_versions()},
+        **run_facts(out, model, cfg.model, parameters, dropped, device, rss_before),
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")  # last: marks the run finished
     remove_checkpoints(out)
@@ -281,14 +250,7 @@ def format_summary(report: dict) -> str:
     if report["null_threshold"] is not None:
         how = "tuned on validation" if report["threshold_tuned"] else "fixed"
         lines.append(f"no-answer threshold {report['null_threshold']:.4f} ({how})")
-    p = report["parameters"]
-    how = (f"LoRA r {report['lora']['r']}" if report["lora"]["enabled"] else "full fine-tuning") + (
-        f", {len(report['prune']['dropped'])} layer{'s' if len(report['prune']['dropped']) > 1 else ''} pruned"
-        if report["prune"]["dropped"] else "")
-    lines.append(f"trained {p['trainable_parameters']:,} of {p['parameters']:,} parameters "
-                 f"({p['trainable_percent']:.2f} %, {how}); {report['steps']} steps in {report['train_seconds']} s, "
-                 f"best epoch {report['best_epoch']}")
-    lines.append(f"model: {report['model']}; report: {Path(report['model']).parent / 'report.json'}")
+    lines += run_summary_lines(report)
     return "\n".join(lines)
 
 
