@@ -1,7 +1,7 @@
 """ROUGE for the BHC benchmark: rouge-score's own ROUGE-L / ROUGE-Lsum against ours, and ours in 1 vs N processes.
 
 `cmbert bhc evaluate` scores every note of a split for every system; rouge-score's pure-Python LCS tables cost ~0.35 s
-for a note-length pair, so `finetune.bhc.metrics` computes the same LCS with numpy (equal to 1e-12, tested) and can
+for a note-length pair, so `cmbert.finetune.bhc.metrics` computes the same LCS with numpy (equal to 1e-12, tested) and can
 spread the notes over processes (`--workers`). Side by side in one run on the same (target, lead-k summary) pairs of
 a prepared split: seconds per pair of rouge-score's RougeScorer(["rougeL", "rougeLsum"], use_stemmer=True) on a
 sample, and of `rouge_scores` (all four ROUGE types) with 1 and with N workers on the whole split, with ratios.
@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune.bhc.metrics import rouge_scores  # noqa: E402
-from finetune.bhc.pairs import read_split  # noqa: E402
-from finetune.bhc.selection import LengthRule, lead  # noqa: E402
-from finetune.bhc.sentences import assemble, lines_for_lsum  # noqa: E402
-from finetune.bhc.summarize import FIT_TRAIN_NOTES  # noqa: E402
+from cmbert.finetune.bhc.metrics import rouge_scores
+from cmbert.finetune.bhc.pairs import read_split
+from cmbert.finetune.bhc.selection import LengthRule, lead
+from cmbert.finetune.bhc.sentences import assemble, lines_for_lsum
+from cmbert.finetune.bhc.summarize import FIT_TRAIN_NOTES
 
 
 def main() -> None:

@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # The child processes import only this, so their memory is packing's own.
-from pretrain.packing import POOL_TOKENS, pack_corpus  # noqa: E402
+from cmbert.pretrain.packing import POOL_TOKENS, pack_corpus
 
 ROOTS = ("cardi", "pneum", "hepat", "nephr", "gastr", "neur", "oste", "derm", "hemat", "angi", "arthr", "bronch",
          "cholecyst", "col", "cyst", "encephal", "laryng", "my", "ot", "pancreat", "pleur", "thromb", "ur", "vas")
@@ -132,7 +131,8 @@ def main() -> None:
     if args.child:
         return child(json.loads(args.child))
 
-    from pretrain.tokenizer import save_tokenizer, train_tokenizer  # transformers: kept out of the child processes
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(args.seed)
     words, p = vocabulary(rng)

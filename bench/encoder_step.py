@@ -29,8 +29,7 @@ import torch
 import transformers
 from transformers import ModernBertConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import modeling  # noqa: E402
+import cmbert.modeling
 
 SHAPE = dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=384, local_attention=128,
              global_attn_every_n_layers=3, vocab_size=50368, max_position_embeddings=8192)
@@ -46,7 +45,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def build(name: str, device: str, dtype: str = "fp32", seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     config = ModernBertConfig(**SHAPE, sparse_prediction=(name == "hf_sparse"))
-    model = modeling.ModernBertForMaskedLM(config)  # the weights every model gets
+    model = cmbert.modeling.ModernBertForMaskedLM(config)  # the weights every model gets
     if name.startswith("hf"):
         reference = transformers.ModernBertForMaskedLM._from_config(config, attn_implementation="sdpa")
         reference.load_state_dict(model.state_dict())
@@ -164,11 +163,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--row-lens", default="512,1024")
     parser.add_argument("--long", default="2048,4096,8192", help="single-document lengths for the memory scan")
-    parser.add_argument("--backend", default="auto", help="our attention backend (modeling.attention)")
+    parser.add_argument("--backend", default="auto", help="our attention backend (cmbert.modeling.attention)")
     parser.add_argument("--quick", action="store_true", help="rows 4, repeats 2, row 512, long 2048")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    modeling.set_attention_backend(args.backend)
+    cmbert.modeling.set_attention_backend(args.backend)
     if args.child:
         return peak_memory_child(json.loads(args.child))
     if args.quick:
@@ -176,7 +175,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, device {args.device}, "
-          f"{args.dtype}, threads {args.threads}, backend {modeling.attention.resolve_backend(torch.device(args.device))}")
+          f"{args.dtype}, threads {args.threads}, backend {cmbert.modeling.attention.resolve_backend(torch.device(args.device))}")
     print(f"# model {SHAPE}")
     print("| batch | real tokens | ours tok/s | speed vs hf sparse | vs hf default | FLOPs: hf sparse / ours | peak MiB "
           "| memory vs hf sparse | vs hf default |")

@@ -7,7 +7,7 @@ chunks, 16k tokens per step) and a ModernBERT-base-shaped one (22 layers, width 
 4k-token note per step, to keep the fp32 steps within a minute).
 
 bf16 autocast pays off only where the CPU has bf16 dot products (AVX512-BF16 or AMX); elsewhere it is emulated and
-slower than fp32. That is why `precision: auto` checks the CPU (`finetune.icd.batches.native_bf16_cpu`).
+slower than fp32. That is why `precision: auto` checks the CPU (`cmbert.core.notes.native_bf16_cpu`).
 
     python bench/icd_step.py               # the BENCHMARKS.md run (2 threads)
     python bench/icd_step.py --quick       # demo shape only, fewer repeats
@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import ModernBertConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune.icd.batches import collate, native_bf16_cpu  # noqa: E402
-from finetune.icd.model import IcdMeta, IcdModel  # noqa: E402
-from modeling import ModernBertModel  # noqa: E402
+from cmbert.core.label_attention import IcdMeta, IcdModel
+from cmbert.core.notes import collate
+from cmbert.core.runtime import native_bf16_cpu
+from cmbert.modeling import ModernBertModel
 
 SHAPES = {
     "demo": (dict(hidden_size=128, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4,

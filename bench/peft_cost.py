@@ -3,7 +3,7 @@
 The demo sweep (`cmbert finetune sweep`) trains a 4-layer, width-128 encoder whose embedding table and label-wise head
 dominate its parameter count; this bench measures the same variants at the shape users fine-tune (22 layers, width
 768, GeGLU 1,152, vocabulary 50,368; random weights: cost does not depend on what the weights hold), with
-transformers' sequence-classification head on 50 labels. Side by side in one run, with `finetune.sweep`'s own
+transformers' sequence-classification head on 50 labels. Side by side in one run, with `cmbert.finetune.icd.sweep`'s own
 measurements: trainable share (whole model and encoder alone), training memory (weights + gradients + AdamW state +
 activations saved for backward) and the median step time, variants taking turns on the same batches.
 
@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 from transformers import ModernBertConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import modeling  # noqa: E402
-from finetune.lora import LoraSettings, apply_lora  # noqa: E402
-from finetune.pruning import PruneSettings, prune_layers  # noqa: E402
-from finetune.sweep import cost_row, round_robin_seconds  # noqa: E402
+import cmbert.modeling
+from cmbert.core.lora import LoraSettings, apply_lora
+from cmbert.core.pruning import PruneSettings, prune_layers
+from cmbert.finetune.icd.sweep import cost_row, round_robin_seconds
 
 BASE = dict(hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152,
             local_attention=128, global_attn_every_n_layers=3, vocab_size=50368, max_position_embeddings=8192,
@@ -56,14 +54,14 @@ def main() -> None:
                          "intermediate_size": 384} if args.quick else {})}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    reference = modeling.ModernBertForSequenceClassification(ModernBertConfig(**shape)).state_dict()
+    reference = cmbert.modeling.ModernBertForSequenceClassification(ModernBertConfig(**shape)).state_dict()
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randint(3, 50000, (args.notes, args.tokens), generator=g),
                 (torch.rand(args.notes, shape["num_labels"], generator=g) < 0.1).float()) for _ in range(2)]
     steps, rows = {}, {}
     settings = LoraSettings(enabled=True, r=args.rank, dropout=args.lora_dropout, target_modules=args.targets.split(","))
     for name, (lora, prune) in variants(args.fraction, settings).items():
-        model = modeling.ModernBertForSequenceClassification(ModernBertConfig(**shape))
+        model = cmbert.modeling.ModernBertForSequenceClassification(ModernBertConfig(**shape))
         model.load_state_dict(reference)
         prune_layers(model, prune)
         if lora.enabled:

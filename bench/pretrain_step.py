@@ -1,11 +1,11 @@
 """Our pretraining loop (pretrain/train.py, DeepSpeed ZeRO-0 and ZeRO-1) against a plain torch DDP loop doing the
 same work, on 2 CPU processes (torchrun, gloo), same config and same data.
 
-The DDP reference (`ddp_worker` below) builds the same model (`pretrain.train.build_model`), reads the same rows
-and masks them the same way (`pretrain.train.step_batches`, one generator
-per step, micro-batch and rank), and steps the same AdamW and LR schedule (`pretrain.optim`), with gradient
+The DDP reference (`ddp_worker` below) builds the same model (`cmbert.pretrain.train.build_model`), reads the same rows
+and masks them the same way (`cmbert.pretrain.train.step_batches`, one generator
+per step, micro-batch and rank), and steps the same AdamW and LR schedule (`cmbert.pretrain.optim`), with gradient
 accumulation (`no_sync` on all but the last micro-batch) and global-norm clipping. It logs the same JSON lines
-through `pretrain.metrics.MetricsLogger`, with the same per-step all-reduce of loss, tokens and FLOPs, so every
+through `cmbert.pretrain.metrics.MetricsLogger`, with the same per-step all-reduce of loss, tokens and FLOPs, so every
 variant is timed the same way: the wall time between the "time" stamps of the last warm-up step and the last step
 in `<out>/metrics.jsonl` (written on rank 0 right after the step's logging all-reduce). What the DDP loop leaves out
 is what is ours alone: the DeepSpeed engine and train.py's per-step SIGTERM-flag all-reduce.
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 
+from cmbert.core.runlog import read_jsonl
+from cmbert.pretrain.config import PretrainConfig, load_config
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from pretrain.config import PretrainConfig, load_config  # noqa: E402
-from pretrain.metrics import read_jsonl  # noqa: E402
 
 TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
 VARIANTS = ("ddp", "zero0", "zero1")
@@ -72,10 +72,10 @@ class RunResult:
 
 def prepare_data(work: Path) -> Path:
     """Small packed shards of 256-token rows (synthetic MIMIC + ICD-9-PCS, ~1,900 rows), built once per work dir."""
-    from pretrain.corpus import build_corpus
-    from pretrain.packing import pack_corpus
-    from pretrain.synth import synthesize_mimic
-    from pretrain.tokenizer import train_tokenizer_from_store
+    from cmbert.data.synth import synthesize_mimic
+    from cmbert.pretrain.corpus import build_corpus
+    from cmbert.pretrain.packing import pack_corpus
+    from cmbert.pretrain.tokenizer import train_tokenizer_from_store
 
     data = work / "data"
     if (data / "shards" / "manifest.json").exists():
@@ -97,12 +97,13 @@ def ddp_worker(cfg: PretrainConfig) -> None:
     from torch.nn.parallel import DistributedDataParallel
     from transformers import AutoTokenizer
 
-    from modeling import set_attention_backend
-    from pretrain.masking import MaskingVocab
-    from pretrain.metrics import MetricsLogger, step_flops
-    from pretrain.optim import build_optimizer, build_scheduler
-    from pretrain.packed_dataset import PackedDataset
-    from pretrain.train import build_model, step_batches
+    from cmbert.core.runlog import MetricsLogger
+    from cmbert.modeling import set_attention_backend
+    from cmbert.pretrain.masking import MaskingVocab
+    from cmbert.pretrain.metrics import step_flops
+    from cmbert.pretrain.optim import build_optimizer, build_scheduler
+    from cmbert.pretrain.packed_dataset import PackedDataset
+    from cmbert.pretrain.train import build_model, step_batches
 
     torch.distributed.init_process_group("gloo")
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -165,8 +166,8 @@ def launch(variant: str, out: Path, overrides: list[str], nproc: int) -> float:
     if variant == "ddp":
         target = [str(Path(__file__).resolve()), "--worker", "ddp", *args]
     else:
-        target = ["-m", "pretrain.train", *args, f"distributed.zero={variant}"]
-    # One intra-op thread per rank: 2 ranks on 2 cores (cpu-lab.md, pitfall 6).
+        target = ["-m", "cmbert.pretrain.train", *args, f"distributed.zero={variant}"]
+    # One intra-op thread per rank: 2 ranks on 2 cores (docs/ARCHITECTURE.md, "CPU pitfalls").
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
            "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):

@@ -1,8 +1,8 @@
 """The ModernBERT encoder: transformers-exact weights, computed on unpadded tokens."""
 
-from modeling.attention import attention_backend, set_attention_backend
-from modeling.checkpoint import set_special_token_ids
-from modeling.model import (
+from cmbert.modeling.attention import attention_backend, set_attention_backend
+from cmbert.modeling.checkpoint import set_special_token_ids
+from cmbert.modeling.model import (
     ModernBertForMaskedLM,
     ModernBertForQuestionAnswering,
     ModernBertForSequenceClassification,

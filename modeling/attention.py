@@ -1,11 +1,11 @@
-"""Attention kernels for unpadded (varlen) tokens, behind one switch.
+"""Attention kernels for unpadded (varlen) tokens; each model chooses its backend.
 
 The encoder never pads: a batch is a flat stream of `total` tokens whose documents are delimited by `cu_seqlens`
 (int32, [n_docs + 1]). Every backend computes the same thing: bidirectional softmax attention inside each document,
 and on local layers only between tokens at most `window` positions apart (`window = local_attention // 2`, so the
 default 128-token window is +-64; transformers' `sliding_window_bidirectional_overlay` is `|i - j| <= window`).
 
-Backends (pick with `set_attention_backend(name)` / `attention_backend(name)` or the `CMBERT_ATTENTION` env var):
+Backends (each model picks its own, see "Which backend a forward uses" below):
 - ``flash``  flash-attn varlen (CUDA, package `flash-attn`); fp32 inputs are run in bf16, as transformers v4 did.
 - ``varlen`` torch's own flash varlen kernel, `torch.nn.attention.varlen.varlen_attn` (CUDA, torch >= 2.10).
 - ``flex``   FlexAttention with a document (+ window) block mask (CUDA for training; on CPU forward only).
@@ -14,6 +14,14 @@ Backends (pick with `set_attention_backend(name)` / `attention_backend(name)` or
              SDPA over 3-block bands of the token stream (block = window), so memory grows linearly with length
              and nothing S x S is ever built.
 - ``auto``   flash if installed on CUDA, else varlen, else flex on CUDA; sdpa on CPU.
+
+Which backend a forward uses, first match wins:
+1. inside a `with attention_backend(name):` block, `name`, for every model (tests force a kernel this way);
+2. the model's own choice, `model.set_attention_backend(name)` (what the recipes do with `model.attention_backend`);
+3. the process default: the `CMBERT_ATTENTION` env var, else "auto" (`set_attention_backend(name)` changes it, for
+   scripts that own their process, such as bench/).
+The choice is per model so that two models in one process (a recipe run after another in the same interpreter, a
+teacher beside a student) never inherit each other's kernel.
 
 A `AttentionPlan` is built once per forward (document ids, bucket indices, block masks) and shared by all layers.
 """
@@ -31,26 +39,40 @@ import torch
 import torch.nn.functional as F
 
 BACKENDS = ("auto", "flash", "varlen", "flex", "sdpa")
-_backend = os.environ.get("CMBERT_ATTENTION", "auto")
+ENV_VAR = "CMBERT_ATTENTION"
+_default = os.environ.get(ENV_VAR, "auto")  # checked when a forward resolves it (importing never fails on a typo)
+_override: str | None = None  # set only inside `attention_backend(...)` blocks
+
+
+def check_backend(name: str) -> str:
+    """`name` if it is a backend, else ValueError listing them."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
+    return name
 
 
 def set_attention_backend(name: str) -> None:
-    """Force an attention backend for every ModernBERT forward in this process (tests use this)."""
-    global _backend
-    if name not in BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
-    _backend = name
+    """Change the process default: the backend of every model that has not chosen one itself. For scripts that own
+    their process (bench/); a recipe sets the backend on the model it builds instead (`model.set_attention_backend`),
+    so it leaves nothing behind for the next model in the process."""
+    global _default
+    _default = check_backend(name)
+
+
+def default_attention_backend() -> str:
+    """The process default (`CMBERT_ATTENTION`, else "auto", unless `set_attention_backend` changed it)."""
+    return _default
 
 
 @contextlib.contextmanager
 def attention_backend(name: str):
-    """Context manager form of `set_attention_backend`."""
-    previous = _backend
-    set_attention_backend(name)
+    """Every forward inside the block uses backend `name`, whatever its model chose; restored on exit (tests)."""
+    global _override
+    previous, _override = _override, check_backend(name)
     try:
         yield
     finally:
-        set_attention_backend(previous)
+        _override = previous
 
 
 @functools.cache
@@ -68,9 +90,10 @@ def torch_varlen_available() -> bool:
     return "window_size" in inspect.signature(varlen_attn).parameters
 
 
-def resolve_backend(device: torch.device) -> str:
-    """The backend a forward on `device` will use under the current switch."""
-    name = _backend
+def resolve_backend(device: torch.device, requested: str | None = None) -> str:
+    """The kernel a forward on `device` runs for a model that asked for `requested` (None: nothing, so the process
+    default), under the precedence of the module docstring."""
+    name = check_backend(_override or requested or _default)
     if name == "auto":
         if device.type == "cuda":
             if flash_attn_available():
@@ -129,8 +152,10 @@ class AttentionPlan:
         return max(self.window, 1)
 
     @classmethod
-    def build(cls, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, window: int, device: torch.device):
-        backend = resolve_backend(device)
+    def build(cls, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, window: int, device: torch.device,
+              requested: str | None = None):
+        """The plan of one forward; `requested` is the model's own backend choice (None: the process default)."""
+        backend = resolve_backend(device, requested)
         plan = cls(cu_seqlens.to(device=device, dtype=torch.int32), int(max_seqlen), total, window, backend)
         if backend == "sdpa":
             plan._build_sdpa(device)

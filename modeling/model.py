@@ -16,7 +16,9 @@ labelled positions. Outputs are padded back to [batch, seq, ...] only for padded
 
 The config class is `transformers.ModernBertConfig`, and the state dict keys are those of
 `transformers.ModernBertForMaskedLM` / `ModernBertForSequenceClassification` / `ModernBertForTokenClassification` /
-`ModernBertForQuestionAnswering`, so checkpoints move freely both ways.
+`ModernBertForQuestionAnswering`, so checkpoints move freely both ways. Any such config works, whatever
+`attn_implementation` it names: transformers' attention functions are never used here, so that setting is accepted and
+left alone; the kernel is chosen per model, `model.set_attention_backend(name)` (modeling/attention.py).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from modeling.attention import AttentionPlan, document_ids
-from modeling.checkpoint import CheckpointMixin
+from cmbert.modeling.attention import AttentionPlan, check_backend, document_ids
+from cmbert.modeling.checkpoint import CheckpointMixin
 
 
 @dataclass
@@ -216,6 +218,34 @@ class ModernBertPreTrainedModel(CheckpointMixin, PreTrainedModel):
         # (otherwise fresh weights, e.g. a new classifier, would stay uninitialised memory after from_pretrained).
         return False
 
+    def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
+        # transformers' __init__ checks `config._attn_implementation` ("eager", "sdpa", "flash_attention_2",
+        # "flex_attention", a hub kernel, or None for its default) against the `_supports_*` flags and writes back
+        # what it resolved; with the flags False it rejects everything but "eager" and turns None into "eager" (on the
+        # caller's config, so a transformers model built from it later would run eager). Our attention never goes through
+        # transformers' attention functions, so any value is accepted and returned unchanged. That matters because
+        # the config object is shared, not copied: `ModernBertForMaskedLM(theirs.config)` must leave the transformers
+        # model that owns the config running its own kernel, and `from_pretrained(folder, attn_implementation=...)`
+        # must load. The `_supports_*` flags stay False on purpose: to other tools they mean "dispatches through
+        # ALL_ATTENTION_FUNCTIONS", and "flash_attention_2" would then need flash-attn at load time.
+        return attn_implementation
+
+    def set_attention_backend(self, name: str | None):
+        """Run this model's attention with backend `name` ("auto", "flash", "varlen", "flex", "sdpa"; None: the
+        process default, `CMBERT_ATTENTION`), whatever other models in the process use. Returns the model.
+
+        The choice lives on this model object, not in its config: save_pretrained writes every config attribute into
+        config.json (a release checkpoint must not carry one machine's kernel: "flash" fails on a CPU), and a config
+        may be shared (with a transformers model, between a head and its encoder, via `from_pretrained(config=...)`),
+        so a config key would reach models it was never set on. deepcopy, `.to()` and DeepSpeed's wrapper keep it;
+        `from_pretrained` starts at None. Read it back as `model.base_model.attention_backend`."""
+        if name is not None:
+            check_backend(name)
+        for module in self.modules():  # the encoder, which builds the attention plan: self, or a head's `model`
+            if isinstance(module, ModernBertModel):
+                module.attention_backend = name
+        return self
+
     def _init_weights(self, module: nn.Module):
         """transformers' ModernBERT init: truncated normal (+-cutoff std), std 0.02 for inputs and embeddings,
         0.02 / sqrt(2 * layers) for every output projection, hidden**-0.5 for classifiers; norms at 1."""
@@ -259,6 +289,7 @@ class ModernBertModel(ModernBertPreTrainedModel):
         self.layers = nn.ModuleList(ModernBertEncoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
         self.rotary = nn.ModuleDict({t: Rotary(config, t) for t in sorted(set(config.layer_types))})
+        self.attention_backend: str | None = None  # set_attention_backend; None: the process default
         self.post_init()
 
     def get_input_embeddings(self):
@@ -303,7 +334,8 @@ class ModernBertModel(ModernBertPreTrainedModel):
         total = tokens.shape[0]
 
         h = self.embeddings(input_ids=tokens) if input_ids is not None else self.embeddings(inputs_embeds=tokens)
-        plan = AttentionPlan.build(batch.cu_seqlens, batch.max_seqlen, total, self.config.local_attention // 2, h.device)
+        plan = AttentionPlan.build(batch.cu_seqlens, batch.max_seqlen, total, self.config.local_attention // 2, h.device,
+                                   self.attention_backend)
         positions = batch.positions(total)
         ropes = {layer_type: rotary(positions) for layer_type, rotary in self.rotary.items()}
         states = [] if output_hidden_states else None

@@ -11,23 +11,11 @@ communication settings.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run: the message names the dotted key."""
+from cmbert.core.config import ConfigBase, ConfigError, load_dataclass, zero_settings
 
 
 @dataclass
@@ -118,7 +106,7 @@ class DistributedConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(ConfigBase):
     out: str = "runs/pretrain"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -130,134 +118,8 @@ class PretrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
-    def to_dict(self) -> dict:
-        """Plain JSON/YAML types (tuples as lists): what run.json, wandb and a written preset hold."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
 
 # ------------------------------------------------------------------------------------------ building and checking
-
-
-def _convert(value: Any, kind: Any, key: str) -> Any:
-    """`value` as type `kind`, or a ConfigError naming `key`. YAML gives ints for floats ("lr: 1" is fine), lists for
-    tuples and strings for exponents without a dot ("5e-4"); nothing else is coerced (a word is never a number, a
-    number never a bool)."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {kind.__name__} keys, got {value!r}")
-        return _build(kind, value, key)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, option, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {kind}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return {_convert(k, args[0], key): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            return float(value)  # PyYAML reads "5e-4" (no dot) as a string: YAML 1.1 wants "5.0e-4"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported config type {kind}")  # a bug in this file, not in the user's config
-
-
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]} (known keys{' of ' + prefix if prefix else ''}: "
-                          f"{', '.join(sorted(known))})")
-    return cls(**{name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
-                  for name, value in values.items()})
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A preset with its `extends` chain resolved (the file's own keys win)."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: `extends` loops back to itself")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    return _merge(_read_yaml(path.parent / parent, (*seen, path)), data)
-
-
-def apply_override(values: dict, override: str) -> dict:
-    """`optim.lr=5e-4` -> values with that key set; the value is read as YAML (numbers, true/false, null, lists;
-    an empty value is null), anything YAML cannot read stays a string."""
-    key, sep, raw = override.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {override!r}: expected dotted.key=value")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    node: dict = {}
-    out = node
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-    return _merge(values, out)
-
-
-def load_dataclass(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
-    """Any config dataclass (this file's, the demo's) from a YAML file and dotted overrides, type-checked."""
-    values = _read_yaml(Path(path)) if path is not None else {}
-    for override in overrides:
-        values = apply_override(values, override)
-    return _build(cls, values)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
@@ -298,7 +160,7 @@ def check(cfg: PretrainConfig) -> None:
     if cfg.model.init_from is None and cfg.model.hidden_size % cfg.model.num_attention_heads:
         raise ConfigError("model.hidden_size must be a multiple of model.num_attention_heads")
     stage = zero_settings(cfg.distributed.zero).get("zero_optimization", {}).get("stage", 0)
-    from pretrain.optim import check_zero_support
+    from cmbert.pretrain.optim import check_zero_support
 
     try:
         check_zero_support(o.name, stage)
@@ -309,21 +171,6 @@ def check(cfg: PretrainConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ DeepSpeed
-
-
-def zero_settings(name: str) -> dict:
-    """The ZeRO/communication block: a preset name (configs/deepspeed/NAME.json) or a JSON file path."""
-    path = Path(name) if name.endswith(".json") else CONFIG_DIR / "deepspeed" / f"{name}.json"
-    if not path.is_file():
-        presets = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "deepspeed").glob("*.json")))
-        raise ConfigError(f"distributed.zero: no DeepSpeed settings {path} (presets: {presets})")
-    settings = json.loads(path.read_text())
-    training_keys = sorted(set(settings) & {"train_batch_size", "train_micro_batch_size_per_gpu",
-                                            "gradient_accumulation_steps", "optimizer", "scheduler", "bf16", "fp16",
-                                            "gradient_clipping"})
-    if training_keys:  # each value set in one place: these come from the training config
-        raise ConfigError(f"{path}: sets {', '.join(training_keys)}, which the training config owns")
-    return settings
 
 
 def deepspeed_config(cfg: PretrainConfig, bf16: bool) -> dict:

@@ -6,7 +6,7 @@ The store is the boundary between raw sources and tokenization:
     STORE/report.json                          per source: read / kept / skipped by reason, and the files read
 
 Sources are `mimic_discharge`, `mimic_radiology` (from `--mimic DIR`), `pubmed` (from `--pubmed FILE ...`) and the
-ontology names of `pretrain.ontology.SYSTEMS`. Exact duplicates (same text, any source) are kept once: the first in
+ontology names of `cmbert.data.ontology.SYSTEMS`. Exact duplicates (same text, any source) are kept once: the first in
 the order sources and files are given. Notes of the patients in `--exclude-subjects` are dropped: those are the
 downstream validation/test patients, whose notes pretraining must never see. Every document not written is counted
 under a reason; nothing is dropped silently.
@@ -42,8 +42,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pretrain.ontology import SYSTEMS, ontology_documents
-from pretrain.readers import ReadError, SkipCounter, pubmed_text, read_mimic_notes, read_pubmed
+from cmbert.core.errors import OutputInTheWay, UserError
+from cmbert.core.io import ReadError, SkipCounter
+from cmbert.data.ontology import SYSTEMS, ontology_documents
+from cmbert.data.readers import pubmed_text, read_mimic_notes, read_pubmed
 
 MIMIC_NOTE_FILES = {"mimic_discharge": "discharge", "mimic_radiology": "radiology"}
 UNIT_FORMAT = 1  # bump when what a unit's files hold changes, so a resumed build never mixes two formats
@@ -244,16 +246,16 @@ def build_corpus(
     ontology = list(ontology)
     for name in ontology:
         if name not in SYSTEMS:
-            raise ValueError(f"unknown ontology {name!r}; choose from {', '.join(SYSTEMS)}")
+            raise UserError(f"unknown ontology {name!r}; choose from {', '.join(SYSTEMS)}")
     for path in pubmed:
         if not path.is_file():
             raise ReadError(f"{path}: no such PubMed file")
     excluded = frozenset(read_subject_ids(Path(exclude_subjects)) if exclude_subjects else ())
     if (out / "report.json").exists() and not overwrite:
-        raise FileExistsError(f"{out}: a corpus is already built there (pass --overwrite to rebuild it)")
+        raise OutputInTheWay(f"{out}: a corpus is already built there (pass --overwrite to rebuild it)")
     plan = _plan(Path(mimic) if mimic is not None else None, pubmed, ontology, excluded)
     if not plan:
-        raise ValueError("nothing to build: give --mimic, --pubmed and/or --ontology")
+        raise UserError("nothing to build: give --mimic, --pubmed and/or --ontology")
 
     # Pass 1: read what a previous run of this build has not finished.
     units = out / "docs.partial" / "units"

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-COMPLETE = "cmbert_complete.json"  # written by pretrain.train once every rank has saved
-HF_FILES = "hf"  # <run>/ckpt/hf: the run's config.json and tokenizer, saved by pretrain.train at the start
+from cmbert.core.errors import MissingInput, UserError
+
+COMPLETE = "cmbert_complete.json"  # written by cmbert.pretrain.train once every rank has saved
+HF_FILES = "hf"  # <run>/ckpt/hf: the run's config.json and tokenizer, saved by cmbert.pretrain.train at the start
 
 
 def complete_checkpoints(ckpt: Path) -> list[tuple[int, Path]]:
@@ -25,7 +27,7 @@ def complete_checkpoints(ckpt: Path) -> list[tuple[int, Path]]:
 def newest_checkpoint(ckpt: Path) -> Path:
     complete = complete_checkpoints(ckpt)
     if not complete:
-        raise FileNotFoundError(f"{ckpt}: no complete checkpoint (a step-*/ folder with {COMPLETE})")
+        raise MissingInput(f"{ckpt}: no complete checkpoint (a step-*/ folder with {COMPLETE})")
     return complete[-1][1]
 
 
@@ -40,26 +42,34 @@ def consolidated_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, tag: str | None = None) -> Path:
-    """Export the newest complete checkpoint in `ckpt` (a run's `ckpt/` folder), or `ckpt/tag`, to `out`."""
+    """Export the newest complete checkpoint in `ckpt` (a run's `ckpt/` folder), or `ckpt/tag`, to `out`.
+
+    Args:
+        ckpt: a run's ckpt/ folder (newest complete checkpoint) or one ckpt/step-N folder
+        tag: a checkpoint name in ckpt, e.g. step-00001000
+        out: the transformers folder to write
+
+    Example: cmbert export --checkpoint runs/phase1-1k/ckpt --out runs/phase1-1k/model
+    """
     from transformers import AutoTokenizer, ModernBertConfig
 
-    from modeling import ModernBertForMaskedLM
-    from pretrain.tokenizer import save_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.modeling import ModernBertForMaskedLM
 
     ckpt, out = Path(ckpt), Path(out)
     if (ckpt / COMPLETE).is_file():  # given a step folder itself
         ckpt, tag = ckpt.parent, ckpt.name
     folder = ckpt / tag if tag else newest_checkpoint(ckpt)
     if not (folder / COMPLETE).is_file():
-        raise FileNotFoundError(f"{folder}: not a complete checkpoint (no {COMPLETE}; was its save cut short?)")
+        raise MissingInput(f"{folder}: not a complete checkpoint (no {COMPLETE}; was its save cut short?)")
     config = ModernBertConfig.from_pretrained(ckpt / HF_FILES)
     model = ModernBertForMaskedLM(config)
     state = consolidated_state_dict(folder)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"decoder.weight"} if config.tie_word_embeddings else set()  # stored once, as the embedding
     if set(missing) - tied or unexpected:
-        raise ValueError(f"{folder}: checkpoint does not match the run's config: missing {sorted(set(missing) - tied)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise UserError(f"{folder}: checkpoint does not match the run's config: missing {sorted(set(missing) - tied)}, "
+                        f"unexpected {sorted(unexpected)}")
     model.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # also writes the architecture part of the model card
@@ -79,14 +89,14 @@ def _append_training_card(card: Path, run: Path, marker: dict) -> None:
         manifest = json.loads(manifest_path.read_text())
         lines.append(f"- data ({manifest['max_seq_len']:,}-token rows, packing efficiency "
                      f"{100 * manifest['totals']['packing_efficiency']:.2f} %), tokens per source and mixture weight:")
-        from pretrain.packing import mixture_weights
+        from cmbert.pretrain.packing import mixture_weights
 
         tokens = {name: s["tokens"] for name, s in manifest["sources"].items()}
         mix = mixture_weights(tokens, config.get("data", {}).get("weights"))  # the run's mix, not the default
         lines += [f"  - {name}: {n:,} tokens, weight {mix[name]:.3f}" for name, n in tokens.items()]
     evals = []
     if (run / "metrics.jsonl").is_file():
-        from pretrain.metrics import read_jsonl
+        from cmbert.core.runlog import read_jsonl
 
         evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r and r["step"] <= marker["step"]]
     if evals:

@@ -1,4 +1,4 @@
-"""Optimizer, learning-rate schedule and batch-size warmup, as ModernBERT trained (reference/modeling.md).
+"""Optimizer, learning-rate schedule and batch-size warmup, as ModernBERT trained (docs/pretraining.md).
 
 - StableAdamW (torch-optimi): AdamW whose per-tensor LR is divided by max(1, RMS(g²/v)) (Adafactor update clipping);
   AdamW is the plain alternative. No weight decay on biases and norm weights (ModernBERT's `filter_bias_norm_wd`).
@@ -9,14 +9,15 @@
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
 from torch import nn
 
+from cmbert.core.errors import UserError
+from cmbert.core.loop import wsd_lambda
+
 OPTIMIZERS = ("adamw", "stableadamw")
-DECAY_SHAPES = ("1-sqrt", "linear", "cosine")
 
 # Why StableAdamW needs ZeRO stage 0. Its update clipping is per tensor, but with ZeRO >= 1 DeepSpeed hands the
 # client optimizer one flattened fp32 partition per parameter group, so the RMS is taken over many tensors at once.
@@ -58,9 +59,9 @@ def build_optimizer(model: nn.Module, name: str, lr: float, betas: tuple[float, 
                     weight_decay: float, decay_embeddings: bool = True) -> torch.optim.Optimizer:
     """`lr` is the peak LR (the scheduler multiplies it); `weight_decay` is fully decoupled (see module docstring)."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"optim.name: unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        raise UserError(f"optim.name: unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     if lr <= 0 or weight_decay < 0:
-        raise ValueError(f"optim.lr must be > 0 and optim.weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+        raise UserError(f"optim.lr must be > 0 and optim.weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
     groups = parameter_groups(model, weight_decay, decay_embeddings)
     if name == "adamw":
         # torch AdamW multiplies by 1 - lr_t * wd; wd / peak_lr turns that into 1 - weight_decay * lr_t / peak_lr.
@@ -82,50 +83,16 @@ def build_optimizer(model: nn.Module, name: str, lr: float, betas: tuple[float, 
 def per_tensor_clipping(optimizer_name: str) -> bool:
     """Whether the optimizer's update depends on whole tensors (StableAdamW's RMS clipping) rather than elements."""
     if optimizer_name not in OPTIMIZERS:
-        raise ValueError(f"optim.name: unknown optimizer {optimizer_name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        raise UserError(f"optim.name: unknown optimizer {optimizer_name!r}; choose one of {', '.join(OPTIMIZERS)}")
     return optimizer_name == "stableadamw"
 
 
 def check_zero_support(optimizer_name: str, zero_stage: int) -> None:
     """Refuse optimizer/ZeRO pairs that would silently train differently from ZeRO stage 0 (see ZERO_NOTE)."""
     if zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"zero stage must be 0, 1, 2 or 3, got {zero_stage}")
+        raise UserError(f"zero stage must be 0, 1, 2 or 3, got {zero_stage}")
     if per_tensor_clipping(optimizer_name) and zero_stage >= 1:
-        raise ValueError(f"{ZERO_NOTE} (got ZeRO stage {zero_stage}); use optim.name=adamw or ZeRO stage 0")
-
-
-def wsd_lambda(step: int, total_steps: int, warmup_steps: int, decay_steps: int, min_ratio: float = 0.0,
-               decay_shape: str = "1-sqrt") -> float:
-    """Multiplier on the peak LR for the optimizer step with 0-based index `step` (LambdaLR's `last_epoch`).
-
-    Both ramps count the step being taken: warmup gives (step + 1) / warmup_steps, so step 0 trains at 1/warmup
-    rather than wasting a batch at LR 0, and step warmup_steps - 1 reaches 1. Decay covers the last `decay_steps`
-    steps with progress (step + 1 - decay_start) / decay_steps, so the final step (total_steps - 1) trains at exactly
-    `min_ratio`; steps past the end stay there (LambdaLR evaluates total_steps after the last step).
-    `decay_steps=0` is warmup-stable only (ModernBERT's phase-1 checkpoints, decayed in a later phase)."""
-    if total_steps <= 0 or warmup_steps < 0 or decay_steps < 0 or step < 0:
-        raise ValueError(f"need total_steps > 0 and step, warmup_steps, decay_steps >= 0; got step={step}, "
-                         f"total_steps={total_steps}, warmup_steps={warmup_steps}, decay_steps={decay_steps}")
-    if warmup_steps + decay_steps > total_steps:
-        raise ValueError(f"warmup_steps + decay_steps ({warmup_steps} + {decay_steps}) exceed total_steps "
-                         f"({total_steps})")
-    if not 0.0 <= min_ratio <= 1.0:
-        raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
-    if decay_shape not in DECAY_SHAPES:
-        raise ValueError(f"decay_shape: unknown {decay_shape!r}; choose one of {', '.join(DECAY_SHAPES)}")
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay_start = total_steps - decay_steps
-    if decay_steps == 0 or step < decay_start:
-        return 1.0
-    progress = min(1.0, (step + 1 - decay_start) / decay_steps)
-    if decay_shape == "1-sqrt":
-        shape = 1.0 - math.sqrt(progress)
-    elif decay_shape == "linear":
-        shape = 1.0 - progress
-    else:
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return min_ratio + (1.0 - min_ratio) * shape
+        raise UserError(f"{ZERO_NOTE} (got ZeRO stage {zero_stage}); use optim.name=adamw or ZeRO stage 0")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, decay_steps: int,

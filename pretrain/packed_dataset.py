@@ -1,4 +1,4 @@
-"""Reading packed token shards (written by `pretrain.packing.pack_corpus`) for pretraining.
+"""Reading packed token shards (written by `cmbert.pretrain.packing.pack_corpus`) for pretraining.
 
 `PackedDataset` maps a global sample index g (counted over all ranks since the start of training) to a row, as a
 pure function of (manifest, seed, weights, g). So resuming is `iter_from(samples_seen)` with the index stored in the
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pretrain.packing import FORMAT, FORMAT_VERSION, mixture_weights
-from pretrain.readers import ReadError
+from cmbert.core.io import ReadError
+from cmbert.pretrain.packing import FORMAT, FORMAT_VERSION, mixture_weights
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -74,7 +74,7 @@ class PackedDataset:
     """Rows of a packed corpus, mixed by source weights, in a seeded order that any sample index can resume.
 
     `path`: the pack output folder (or its manifest.json). `seed`: None takes the manifest's. `weights`: None takes
-    the manifest's, or per-source overrides as in `pretrain.packing.mixture_weights`. Each sample is a dict with
+    the manifest's, or per-source overrides as in `cmbert.pretrain.packing.mixture_weights`. Each sample is a dict with
     `input_ids` (int64 [n]), `cu_seqlens` (int32 [documents + 1], from 0 to n) and `source`.
     """
 

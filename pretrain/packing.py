@@ -4,7 +4,7 @@ Every document becomes `[CLS] tokens [SEP]`. A document longer than a row is cut
 `max_seq_len` tokens, each wrapped in its own `[CLS] ... [SEP]` (so no piece ever spans two rows); then pieces are
 packed best-fit into rows of at most `max_seq_len` tokens, several whole pieces per row, with their boundaries kept
 so the trainer builds `cu_seqlens` and attention never crosses documents. Rows hold one source only, so the mixture
-is chosen at read time (`pretrain.packed_dataset.PackedDataset`), not baked in.
+is chosen at read time (`cmbert.pretrain.packed_dataset.PackedDataset`), not baked in.
 
 Why this reaches >= 99 % real tokens: cutting long notes into full `max_seq_len` pieces makes those rows 100 % full,
 and what is left (remainders of long notes, whole short documents) waits in a bounded pool from which each row is
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import bisect
 import gzip
-import hashlib
 import io
 import json
 import multiprocessing
@@ -55,7 +54,9 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from pretrain.readers import ReadError, SkipCounter
+from cmbert.core.errors import UserError
+from cmbert.core.io import ReadError, SkipCounter
+from cmbert.core.tokenizer_files import tokenizer_file, tokenizer_sha256
 
 FORMAT = "cmbert-packed-tokens"
 FORMAT_VERSION = 1
@@ -67,20 +68,6 @@ _PART_NAME = re.compile(r"part-(\d+)\.jsonl\.gz$")
 
 
 # ---------------------------------------------------------------------------------------------- reading the store
-
-
-def tokenizer_file(tokenizer: str | Path) -> Path:
-    """`tokenizer.json` inside a tokenizer folder (or the file itself)."""
-    path = Path(tokenizer)
-    path = path / "tokenizer.json" if path.is_dir() else path
-    if not path.is_file():
-        raise ReadError(f"{tokenizer}: no tokenizer.json (save one with pretrain.tokenizer.save_tokenizer)")
-    return path
-
-
-def tokenizer_sha256(tokenizer: str | Path) -> str:
-    """What a manifest records, and training checks, to tie shards to the tokenizer that made them."""
-    return hashlib.sha256(tokenizer_file(tokenizer).read_bytes()).hexdigest()
 
 
 def store_parts(store: str | Path) -> dict[str, list[Path]]:
@@ -102,7 +89,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """`"i/n"` (as in `--shard 3/8`, e.g. from $SLURM_ARRAY_TASK_ID) -> (i, n), checked."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match or not int(match.group(1)) < int(match.group(2)):
-        raise ValueError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+        raise UserError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -111,7 +98,7 @@ def assign_parts(parts: dict[str, list[Path]], shard: tuple[int, int]) -> list[t
     the n machines get about the same bytes; ties break by name, so every machine computes the same split."""
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
-        raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
+        raise UserError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
     files = sorted(((p.stat().st_size, source, p) for source, ps in parts.items() for p in ps),
                    key=lambda item: (-item[0], item[1], item[2].name))
     load = [0] * count
@@ -458,18 +445,18 @@ def mixture_weights(tokens: dict[str, int], overrides: dict[str, float] | None =
     others keep their token share, then all are normalised. A weight of 0 leaves a source out."""
     unknown = sorted(set(overrides or {}) - set(tokens))
     if unknown:
-        raise ValueError(f"weights name unknown source(s) {', '.join(unknown)}; known: {', '.join(sorted(tokens))}")
+        raise UserError(f"weights name unknown source(s) {', '.join(unknown)}; known: {', '.join(sorted(tokens))}")
     total = sum(tokens.values())
     raw = {s: (n / total if total else 0.0) for s, n in tokens.items()}
     for source, weight in (overrides or {}).items():
         if not (weight >= 0 and np.isfinite(weight)):
-            raise ValueError(f"weight of {source} must be a finite number >= 0, got {weight}")
+            raise UserError(f"weight of {source} must be a finite number >= 0, got {weight}")
         if weight > 0 and tokens[source] == 0:
-            raise ValueError(f"weight of {source} is {weight} but it has no tokens")
+            raise UserError(f"weight of {source} is {weight} but it has no tokens")
         raw[source] = float(weight)
     norm = sum(raw.values())
     if norm <= 0:
-        raise ValueError("all mixture weights are 0")
+        raise UserError("all mixture weights are 0")
     return {s: w / norm for s, w in sorted(raw.items())}
 
 
@@ -538,9 +525,9 @@ def pack_corpus(
     """
     store, out = Path(store), Path(out)
     if max_seq_len < BestFitPacker.SMALLEST_PIECE:
-        raise ValueError(f"max_seq_len must be at least {BestFitPacker.SMALLEST_PIECE}, got {max_seq_len}")
+        raise UserError(f"max_seq_len must be at least {BestFitPacker.SMALLEST_PIECE}, got {max_seq_len}")
     if rows_per_shard < 1 or pool_tokens < 1:
-        raise ValueError("rows_per_shard and pool_tokens must be positive")
+        raise UserError("rows_per_shard and pool_tokens must be positive")
     parts = store_parts(store)
     if weights is not None:  # fail before hours of tokenizing, not at the end
         mixture_weights(dict.fromkeys(parts, 1), weights)

@@ -24,6 +24,8 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from cmbert.core.tokenizer_files import save_tokenizer
+
 # Ids 0..4 in this order, so they are the same for every vocabulary size and corpus.
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
 DEID_TOKENS = ("___", " ___")  # MIMIC-IV-Note writes every de-identified span as exactly three underscores
@@ -76,17 +78,6 @@ def padded_vocab_size(n: int, multiple: int = VOCAB_MULTIPLE) -> int:
     return -(-n // multiple) * multiple
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> None:
-    """`save_pretrained`, loadable by transformers 4.x as well: transformers 5 records the class as
-    `TokenizersBackend`, which 4.x does not know, while `PreTrainedTokenizerFast` loads the same tokenizer.json in
-    both (4.57 and 5.x then give identical ids and fill-mask results)."""
-    tokenizer.save_pretrained(folder)
-    path = Path(folder) / "tokenizer_config.json"
-    data = json.loads(path.read_text())
-    data["tokenizer_class"] = "PreTrainedTokenizerFast"
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def _held_out(doc_id: str, fraction: float) -> bool:
     """A fixed ~`fraction` of documents, chosen by id, so the held-out set is the same on every run and machine."""
     digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
@@ -112,8 +103,17 @@ def train_tokenizer_from_store(
 ) -> dict:
     """`cmbert tokenizer train`: train on every document of a corpus store except a held-out ~1 % (chosen by id),
     save the tokenizer to `out`, and write `out/tokenizer_report.json`: per source, tokens per word of ours and of a
-    general-domain tokenizer (BERT's uncased WordPiece) on the held-out documents."""
-    from pretrain.corpus import iter_documents  # the store format lives there
+    general-domain tokenizer (BERT's uncased WordPiece) on the held-out documents.
+
+    Args:
+        store: a document store from `cmbert corpus build`
+        out: tokenizer folder (AutoTokenizer loads it)
+        vocab_size: a multiple of 64 (ModernBERT's is 50,368)
+        held_out: fraction of documents kept for the report
+
+    Example: cmbert tokenizer train --corpus runs/corpus --out runs/tokenizer --vocab-size 50368
+    """
+    from cmbert.pretrain.corpus import iter_documents  # the store format lives there
 
     held: dict[str, list[str]] = {}
     trained: dict[str, int] = {}
@@ -134,7 +134,7 @@ def train_tokenizer_from_store(
     save_tokenizer(tokenizer, out)
 
     if general_tokenizer is None:
-        from pretrain.wheel_data import general_tokenizer_file
+        from cmbert.data.wheel_data import general_tokenizer_file
 
         general_tokenizer = general_tokenizer_file()
     general = Tokenizer.from_file(str(general_tokenizer))

@@ -4,11 +4,11 @@ One linear loop: build (distributed, tokenizer, model, data, optimizer, engine) 
 rows, mask, forward/backward per micro-batch, optimizer step, log, evaluate, checkpoint -> final checkpoint -> export.
 
     cmbert pretrain --config configs/pretrain/phase1-1k.yaml optim.lr=5e-4          # one process
-    torchrun --nproc_per_node 8 -m pretrain.train --config ... [key=value ...]       # one node
+    torchrun --nproc_per_node 8 -m cmbert.pretrain.train --config ... [key=value ...]       # one node
     deepspeed --num_gpus 8 pretrain/train.py --config ...                            # DeepSpeed's launcher
 
 Exact resume: a step's rows are a pure function of the global sample index (`PackedDataset`) and its masks a pure
-function of (seed, step, micro-batch, rank) (`pretrain.masking.step_generator`), so a checkpoint only needs the
+function of (seed, step, micro-batch, rank) (`cmbert.pretrain.masking.step_generator`), so a checkpoint only needs the
 model, optimizer and LR-schedule state (DeepSpeed's) plus the step and sample counters: a run killed at any moment
 and resumed logs the same per-step losses as one that was never interrupted.
 
@@ -26,54 +26,21 @@ import math
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from pretrain.config import PretrainConfig, deepspeed_config, load_config
-from pretrain.export import COMPLETE, HF_FILES, complete_checkpoints, export_checkpoint
+from cmbert.core.errors import UserError
+from cmbert.core.runtime import git_sha, init_distributed
+from cmbert.pretrain.config import PretrainConfig, deepspeed_config, load_config
+from cmbert.pretrain.export import COMPLETE, HF_FILES, complete_checkpoints, export_checkpoint
 
 CKPT = "ckpt"
 
 
 # ------------------------------------------------------------------------------------------------ distributed
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def init_distributed() -> tuple[int, int, torch.device]:
-    """Join the process group that torchrun / deepspeed / srun set up, or make a one-process group (no launcher)."""
-    if "RANK" not in os.environ and "SLURM_PROCID" in os.environ:  # srun without torchrun
-        os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=os.environ["SLURM_NTASKS"],
-                          LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
-    if not torch.cuda.is_available():
-        # DeepSpeed JIT-compiles a shared-memory all-reduce op at its first init on CPU (~35 s, g++); gloo's own
-        # all-reduce is all a CPU run needs. (Must patch the module object itself: cpu-lab.md, pitfall 4.)
-        import deepspeed.comm.torch  # noqa: F401
-
-        sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
-    import deepspeed
-
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
-    return torch.distributed.get_rank(), torch.distributed.get_world_size(), device
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -84,8 +51,8 @@ def build_model(cfg: PretrainConfig, tokenizer):
     the config's RoPE thetas and context applied (the 8k extension)."""
     from transformers import ModernBertConfig
 
-    from modeling import ModernBertForMaskedLM, enable_checkpointing, set_special_token_ids
-    from pretrain.tokenizer import padded_vocab_size
+    from cmbert.modeling import ModernBertForMaskedLM, enable_checkpointing, set_special_token_ids
+    from cmbert.pretrain.tokenizer import padded_vocab_size
 
     m = cfg.model
     rope = {"full_attention": {"rope_type": "default", "rope_theta": m.global_rope_theta},
@@ -94,8 +61,8 @@ def build_model(cfg: PretrainConfig, tokenizer):
         # The thetas are read when the rotary modules are built, so they go into the config before loading.
         config = ModernBertConfig.from_pretrained(m.init_from)
         if len(tokenizer) > config.vocab_size:
-            raise ValueError(f"data.tokenizer has {len(tokenizer)} tokens but {m.init_from} only "
-                             f"{config.vocab_size}: continue with the model's own tokenizer")
+            raise UserError(f"data.tokenizer has {len(tokenizer)} tokens but {m.init_from} only "
+                            f"{config.vocab_size}: continue with the model's own tokenizer")
         config.rope_parameters = rope
         config.max_position_embeddings = m.max_position_embeddings
         model = ModernBertForMaskedLM.from_pretrained(m.init_from, config=config)
@@ -117,25 +84,16 @@ def build_model(cfg: PretrainConfig, tokenizer):
 
 def check_data(cfg: PretrainConfig, data, tokenizer_dir: Path) -> None:
     """The shards must come from this tokenizer and fit the model's context."""
-    from pretrain.packing import tokenizer_sha256
+    from cmbert.core.tokenizer_files import tokenizer_sha256
 
     manifest = data.manifest
     sha = tokenizer_sha256(tokenizer_dir)
     if manifest["tokenizer"]["sha256"] != sha:
-        raise ValueError(f"{cfg.data.shards} was packed with another tokenizer than {cfg.data.tokenizer} "
-                         f"(sha256 {manifest['tokenizer']['sha256'][:12]} vs {sha[:12]})")
+        raise UserError(f"{cfg.data.shards} was packed with another tokenizer than {cfg.data.tokenizer} "
+                        f"(sha256 {manifest['tokenizer']['sha256'][:12]} vs {sha[:12]})")
     if manifest["max_seq_len"] > cfg.model.max_position_embeddings:
-        raise ValueError(f"{cfg.data.shards} has rows of {manifest['max_seq_len']} tokens, more than "
-                         f"model.max_position_embeddings = {cfg.model.max_position_embeddings}")
-
-
-def git_sha() -> str | None:
-    """The checkout's commit, or None outside a git checkout."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+        raise UserError(f"{cfg.data.shards} has rows of {manifest['max_seq_len']} tokens, more than "
+                        f"model.max_position_embeddings = {cfg.model.max_position_embeddings}")
 
 
 def provenance(cfg: PretrainConfig, world_size: int, device: torch.device) -> dict:
@@ -185,9 +143,9 @@ def save_checkpoint(engine, ckpt: Path, step: int, samples: int, rank: int, keep
 def step_batches(cfg: PretrainConfig, data, vocab, step: int, samples: int) -> tuple[list[dict], int]:
     """This rank's masked micro-batches for `step`, starting at global sample `samples`; returns them and the sample
     index after the step. A pure function of its arguments: this is what makes resume exact."""
-    from pretrain.masking import mask_tokens, step_generator
-    from pretrain.optim import batch_size_at
-    from pretrain.packed_dataset import collate
+    from cmbert.pretrain.masking import mask_tokens, step_generator
+    from cmbert.pretrain.optim import batch_size_at
+    from cmbert.pretrain.packed_dataset import collate
 
     s = cfg.schedule
     rows = batch_size_at(step - 1, s.batch_warmup_start_rows, s.rows_per_micro_batch, s.batch_warmup_steps)
@@ -219,17 +177,16 @@ def main(cfg: PretrainConfig) -> dict:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from modeling import set_attention_backend
-    from pretrain.masking import MaskingVocab, mask_tokens, step_generator
-    from pretrain.metrics import MetricsLogger, format_progress, mfu, peak_flops, step_flops
-    from pretrain.optim import build_optimizer, build_scheduler, check_zero_support
-    from pretrain.packed_dataset import PackedDataset, collate
-    from pretrain.tokenizer import save_tokenizer
+    from cmbert.core.runlog import MetricsLogger
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.pretrain.masking import MaskingVocab, mask_tokens, step_generator
+    from cmbert.pretrain.metrics import format_progress, mfu, peak_flops, step_flops
+    from cmbert.pretrain.optim import build_optimizer, build_scheduler, check_zero_support
+    from cmbert.pretrain.packed_dataset import PackedDataset, collate
 
     # --- build
     rank, world, device = init_distributed()
     out, ckpt = Path(cfg.out), Path(cfg.out) / CKPT
-    set_attention_backend(cfg.model.attention_backend)
     bf16 = cfg.distributed.precision == "bf16" or (cfg.distributed.precision == "auto" and device.type == "cuda")
     ds_config = deepspeed_config(cfg, bf16)
     check_zero_support(cfg.optim.name, ds_config["zero_optimization"]["stage"])
@@ -237,7 +194,7 @@ def main(cfg: PretrainConfig) -> dict:
     data = PackedDataset(cfg.data.shards, seed=cfg.seed, rank=rank, world_size=world, weights=cfg.data.weights)
     check_data(cfg, data, Path(cfg.data.tokenizer))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = build_model(cfg, tokenizer)
+    model = build_model(cfg, tokenizer).set_attention_backend(cfg.model.attention_backend)  # this model's only
     info = provenance(cfg, world, device)
     if rank == 0:
         (ckpt / HF_FILES).mkdir(parents=True, exist_ok=True)
@@ -375,7 +332,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Pretr
 
 
 if __name__ == "__main__":
-    from pretrain.config import ConfigError
+    from cmbert.core.config import ConfigError
 
     try:
         _, config = parse_args(sys.argv[1:])

@@ -135,8 +135,8 @@ read -ra launcher_args <<< "${DEEPSPEED_ARGS:-}"
 echo "launch_multi_node.sh: hosts from $hostfile, rendezvous $master_addr:$master_port," \
     "OMP_NUM_THREADS=$OMP_NUM_THREADS, config $config" >&2
 # `python -m deepspeed.launcher.runner` is the `deepspeed` command run by this interpreter: the remote launchers run
-# sys.executable, so it must be the .venv's. --module starts each worker as `python -m pretrain.train --local_rank=N`
+# sys.executable, so it must be the .venv's. --module starts each worker as `python -m cmbert.pretrain.train --local_rank=N`
 # (train.py accepts --local_rank); the runner puts this folder on PYTHONPATH for the remote hosts.
 # Not exec'd: the EXIT trap removes the temporary env file when the run ends.
 "$python" -m deepspeed.launcher.runner --hostfile "$hostfile" --master_addr "$master_addr" \
-    --master_port "$master_port" "${launcher_args[@]}" --module pretrain.train --config "$config" "$@"
+    --master_port "$master_port" "${launcher_args[@]}" --module cmbert.pretrain.train --config "$config" "$@"

@@ -87,4 +87,4 @@ export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}
 echo "launch_single_node.sh: $nproc_per_node process(es), OMP_NUM_THREADS=$OMP_NUM_THREADS, config $config" >&2
 # exec: a signal sent to this script's pid reaches torchrun itself (python -m torch.distributed.run is torchrun).
 exec "$python" -m torch.distributed.run --standalone --nproc_per_node="$nproc_per_node" \
-    -m pretrain.train --config "$config" "$@"
+    -m cmbert.pretrain.train --config "$config" "$@"

@@ -16,7 +16,9 @@ import torch
 import transformers
 from transformers import ModernBertConfig
 
-import modeling
+import cmbert.modeling
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Special tokens sit at the bottom of the tiny vocabulary; ModernBertConfig's defaults (OLMo ids ~50k) would point
 # outside it.
@@ -41,8 +43,9 @@ def save_tiny_encoder(folder: Path, tokenizer_folder: Path) -> Path:
     the config), the encoder the fine-tuning tests train on."""
     from transformers import AutoTokenizer
 
-    from modeling import ModernBertForMaskedLM, set_special_token_ids
-    from pretrain.tokenizer import padded_vocab_size, save_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.modeling import ModernBertForMaskedLM, set_special_token_ids
+    from cmbert.pretrain.tokenizer import padded_vocab_size
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
     config = ModernBertConfig(vocab_size=padded_vocab_size(len(tokenizer)), hidden_size=32, intermediate_size=48,
@@ -71,7 +74,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def build_pair(config: ModernBertConfig, ours_cls=modeling.ModernBertForMaskedLM,
+def build_pair(config: ModernBertConfig, ours_cls=cmbert.modeling.ModernBertForMaskedLM,
                theirs_cls=transformers.ModernBertForMaskedLM, attn_implementation: str = "sdpa", seed: int = 0):
     """Our model with random weights, and the transformers class of the same name holding exactly those weights."""
     ours = randomize_(ours_cls(copy.deepcopy(config)), seed).eval()
@@ -94,18 +97,35 @@ def padded_batch(lengths, side: str = "right", seq_len: int | None = None, seed:
 
 
 @pytest.fixture(scope="session")
-def cmbert():
+def installed_package(tmp_path_factory) -> Path:
+    """The project as a user installs it: the wheel `pip wheel .` builds, installed with `pip install --target` into
+    a folder outside the checkout (its console script in `<folder>/bin`). Console-script tests run this copy, so a
+    module or preset missing from the distribution fails them (tests/test_wheel.py checks the wheel's contents)."""
+    root = tmp_path_factory.mktemp("installed")
+    wheels, target = root / "wheels", root / "site"
+    # --no-build-isolation: build with this venv's setuptools (no registry needed).
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(wheels), str(REPO)], check=True, capture_output=True, cwd=root)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-compile",
+                    "--target", str(target), *map(str, wheels.glob("*.whl"))], check=True, capture_output=True,
+                   cwd=root)
+    return target
+
+
+@pytest.fixture(scope="session")
+def cmbert(installed_package):
     """Run the installed `cmbert` console script (what the README's commands run): `cmbert(*args, cwd=...)` returns
     the CompletedProcess with text stdout/stderr. Offline, and never a debug traceback."""
-    script = Path(sys.executable).parent / "cmbert"
-    found = shutil.which("cmbert")
-    command = [str(script)] if script.exists() else [found] if found else [sys.executable, "-m", "cmbert"]
+    command = [str(installed_package / "bin" / "cmbert")]
     env = {k: v for k, v in os.environ.items() if k != "CMBERT_DEBUG"}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # The installed copy first on the path: the editable install's finder comes after it, so nothing of the checkout
+    # is imported (torchrun / DeepSpeed workers inherit this).
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(installed_package), env.get("PYTHONPATH")])))
 
     def run(*args, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([*command, *map(str, args)], cwd=cwd or Path(__file__).resolve().parents[1], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*command, *map(str, args)], cwd=cwd or REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
 
     return run
 
@@ -114,10 +134,10 @@ def cmbert():
 def small_shards(tmp_path_factory) -> Path:
     """Packed 128-token shards of a 12-patient synthetic MIMIC tree + ICD-9-PCS text, with their 512-token
     tokenizer: `<dir>/shards`, `<dir>/tokenizer` (what the pretraining and launcher tests train on)."""
-    from pretrain.corpus import build_corpus
-    from pretrain.packing import pack_corpus
-    from pretrain.synth import synthesize_mimic
-    from pretrain.tokenizer import train_tokenizer_from_store
+    from cmbert.data.synth import synthesize_mimic
+    from cmbert.pretrain.corpus import build_corpus
+    from cmbert.pretrain.packing import pack_corpus
+    from cmbert.pretrain.tokenizer import train_tokenizer_from_store
 
     work = tmp_path_factory.mktemp("small-shards")
     synthesize_mimic(work / "mimic", patients=12, seed=0)

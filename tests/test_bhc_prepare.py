@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import cmbert
-from finetune.bhc.prepare import (
+import cmbert.cli
+from cmbert.data.readers import MIMIC_NOTE_COLUMNS, read_mimic_notes
+from cmbert.data.synth import synthesize_mimic
+from cmbert.finetune.bhc.prepare import (
     SPLITS,
     CleaningRules,
     budget_fits,
@@ -23,9 +25,7 @@ from finetune.bhc.prepare import (
     prepare_bhc_dataset,
     read_pairs,
 )
-from finetune.bhc.sections import BhcSplit, find_headings, split_bhc
-from pretrain.readers import MIMIC_NOTE_COLUMNS, read_mimic_notes
-from pretrain.synth import synthesize_mimic
+from cmbert.finetune.bhc.sections import BhcSplit, find_headings, split_bhc
 
 PATIENTS = 40  # ~100 synthetic discharge notes: seconds to generate, tokenize and split
 
@@ -307,7 +307,8 @@ def synth(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bpe(synth, tmp_path_factory) -> Path:
-    from pretrain.tokenizer import save_tokenizer, train_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     folder = tmp_path_factory.mktemp("bpe")
     texts = [note.text for note in read_mimic_notes(synth / "note" / "discharge.csv.gz")]
@@ -324,7 +325,7 @@ def built(synth, bpe, tmp_path_factory):
     capture.setattr("sys.stdout", stdout)
     capture.setattr("sys.stderr", stderr)
     try:
-        cmbert.main(["bhc", "prepare", "--mimic", str(synth), "--out", str(out), "--tokenizer", str(bpe)])
+        cmbert.cli.main(["bhc", "prepare", "--mimic", str(synth), "--out", str(out), "--tokenizer", str(bpe)])
     finally:
         capture.undo()
     return out, stdout.getvalue(), stderr.getvalue()
@@ -401,14 +402,14 @@ def test_truncated_gzip_and_malformed_input_via_the_cli(synth, tmp_path, capsys)
     (mimic / "note").mkdir(parents=True)
     (mimic / "note" / "discharge.csv.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(SystemExit) as exit_info:
-        cmbert.main(["bhc", "prepare", "--mimic", str(mimic), "--out", str(tmp_path / "out")])
+        cmbert.cli.main(["bhc", "prepare", "--mimic", str(mimic), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "truncated gzip" in error and "discharge.csv.gz" in error
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
     with pytest.raises(SystemExit):  # a file that is not a notes table: a one-line error, not a traceback
-        cmbert.main(["bhc", "prepare", "--mimic", str(synth / "hosp" / "patients.csv.gz"), "--out",
+        cmbert.cli.main(["bhc", "prepare", "--mimic", str(synth / "hosp" / "patients.csv.gz"), "--out",
                      str(tmp_path / "out")])
     assert "missing column(s) note_id" in capsys.readouterr().err
 
@@ -416,7 +417,7 @@ def test_truncated_gzip_and_malformed_input_via_the_cli(synth, tmp_path, capsys)
 def test_before_variant_keeps_the_patients_and_drops_the_later_sections(synth, built, tmp_path):
     out, _, _ = built
     again = tmp_path / "again"
-    cmbert.main(["bhc", "prepare", "--mimic", str(synth / "note" / "discharge.csv.gz"), "--out", str(again),
+    cmbert.cli.main(["bhc", "prepare", "--mimic", str(synth / "note" / "discharge.csv.gz"), "--out", str(again),
                  "--source-sections", "before"])
     report = json.loads((again / "report.json").read_text())
     assert report["settings"]["source_sections"] == "before"

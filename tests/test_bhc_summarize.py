@@ -15,12 +15,19 @@ import numpy as np
 import pytest
 from conftest import save_tiny_encoder
 
-import cmbert as cli
-from finetune.bhc.metrics import BertScorer, RougeTokenizer, bootstrap_ci, ngram_counts, ngram_rouge, rouge_scores
-from finetune.bhc.pairs import Pair, read_split
-from finetune.bhc.selection import LengthRule, lead, oracle, select_to_budget
-from finetune.bhc.sentences import assemble, candidate_sentences, lines_for_lsum, split_units, unit_text
-from finetune.bhc.summarize import summarize
+from cmbert import cli
+from cmbert.finetune.bhc.metrics import (
+    BertScorer,
+    RougeTokenizer,
+    bootstrap_ci,
+    ngram_counts,
+    ngram_rouge,
+    rouge_scores,
+)
+from cmbert.finetune.bhc.pairs import Pair, read_split
+from cmbert.finetune.bhc.selection import LengthRule, lead, oracle, select_to_budget
+from cmbert.finetune.bhc.sentences import assemble, candidate_sentences, lines_for_lsum, split_units, unit_text
+from cmbert.finetune.bhc.summarize import summarize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,8 +120,8 @@ def test_rouge_wrapper():
 
 
 def test_rouge_and_the_oracle_in_worker_processes_give_the_same_numbers(monkeypatch):
-    from finetune.bhc import metrics
-    from finetune.bhc.selection import oracle
+    from cmbert.finetune.bhc import metrics
+    from cmbert.finetune.bhc.selection import oracle
 
     monkeypatch.setattr(metrics, "MIN_ITEMS_PER_WORKER", 2)  # 8 pairs over 2 spawned processes
     units = candidate_sentences(NOTE)
@@ -129,7 +136,8 @@ def test_rouge_and_the_oracle_in_worker_processes_give_the_same_numbers(monkeypa
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """A tiny BPE (on made-up clinical text) and a tiny random ModernBERT folder with a 128-token context."""
-    from pretrain.tokenizer import save_tokenizer, train_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     work = tmp_path_factory.mktemp("bhc-tiny")
     save_tokenizer(train_tokenizer([NOTE, TARGET] * 20, vocab_size=384, model_max_length=128), work / "tokenizer")
@@ -221,8 +229,8 @@ def test_fixture_dataset_skips_errors_and_oracle(tmp_path):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory, tiny) -> Path:
     """Synthetic MIMIC notes of 60 patients -> `cmbert bhc prepare`'s builder (a quarter of patients in test)."""
-    from finetune.bhc.prepare import prepare_bhc_dataset
-    from pretrain.synth import synthesize_mimic
+    from cmbert.data.synth import synthesize_mimic
+    from cmbert.finetune.bhc.prepare import prepare_bhc_dataset
 
     work = tmp_path_factory.mktemp("bhc-synth")
     synthesize_mimic(work / "mimic", patients=60, seed=0)
@@ -296,7 +304,7 @@ def test_summarize_and_evaluate_end_to_end(synthetic, tiny, capsys):
 
 
 def test_evaluate_refuses_runs_of_another_dataset(synthetic, tiny, tmp_path):
-    from finetune.bhc.evaluate import evaluate
+    from cmbert.finetune.bhc.evaluate import evaluate
 
     data = synthetic / "data"
     other = tmp_path / "other"

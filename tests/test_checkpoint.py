@@ -1,5 +1,6 @@
-"""Release checkpoints are stock transformers ModernBERT, both ways (ARCHITECTURE.md contracts 1-3): key names,
-outputs, config keys for transformers 4.x and 5.x, strict loading, tied decoder, special-token ids."""
+"""Release checkpoints are stock transformers ModernBERT, both ways (docs/ARCHITECTURE.md, "HF-exact weights",
+"Padded equals unpadded", "v4 and v5 exports"): key names, outputs, config keys for transformers 4.x and 5.x, strict
+loading, tied decoder, special-token ids."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from conftest import VOCAB, padded_batch, randomize_, tiny_config
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
-import modeling
+import cmbert.modeling
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,9 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIG = dict(num_hidden_layers=4, global_attn_every_n_layers=3, local_attention=16, global_rope_theta=1234.0,
               local_rope_theta=77.0)
 HEADS = {  # id: (our class, transformers class, Auto class, config overrides)
-    "mlm": (modeling.ModernBertForMaskedLM, transformers.ModernBertForMaskedLM, transformers.AutoModelForMaskedLM,
+    "mlm": (cmbert.modeling.ModernBertForMaskedLM, transformers.ModernBertForMaskedLM, transformers.AutoModelForMaskedLM,
             {}),
-    "classifier": (modeling.ModernBertForSequenceClassification, transformers.ModernBertForSequenceClassification,
+    "classifier": (cmbert.modeling.ModernBertForSequenceClassification, transformers.ModernBertForSequenceClassification,
                    transformers.AutoModelForSequenceClassification, dict(num_labels=3, classifier_pooling="mean")),
 }
 
@@ -90,6 +91,75 @@ def test_from_pretrained_gives_the_saved_models_outputs(head, source, tmp_path):
     assert (outputs_on_tokens(loaded, ids, mask) - outputs_on_tokens(saved, ids, mask)).abs().max() <= 1e-4
 
 
+# --- configs that transformers' models run with ------------------------------------------------------------------
+
+TASKS = {  # id: (our class, transformers class, config overrides): every head a recipe trains
+    "mlm": (cmbert.modeling.ModernBertForMaskedLM, transformers.ModernBertForMaskedLM, {}),
+    "sequence-classification": (cmbert.modeling.ModernBertForSequenceClassification,
+                                transformers.ModernBertForSequenceClassification,
+                                dict(num_labels=3, classifier_pooling="mean")),
+    "token-classification": (cmbert.modeling.ModernBertForTokenClassification,
+                             transformers.ModernBertForTokenClassification, dict(num_labels=5)),
+    "question-answering": (cmbert.modeling.ModernBertForQuestionAnswering,
+                           transformers.ModernBertForQuestionAnswering, dict(num_labels=2)),
+}
+# What a config may carry: transformers' CPU implementations, the GPU ones a config saved or built on CUDA names, and
+# None (transformers' "pick the default").
+ANY_IMPLEMENTATION = [None, "eager", "sdpa", "flash_attention_2", "flex_attention"]
+
+
+def task_outputs(model, ids, mask) -> torch.Tensor:
+    """Every output that must agree, on real tokens only: logits, or start and end logits side by side."""
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+    logits = torch.stack([out.start_logits, out.end_logits], -1) if "start_logits" in out else out.logits
+    return logits[mask.bool()] if logits.dim() == 3 else logits
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])  # what transformers' ModernBERT runs on CPU
+@pytest.mark.parametrize("task", TASKS.values(), ids=TASKS.keys())
+def test_our_classes_take_the_config_a_transformers_model_runs_with(task, implementation):
+    """`Ours(theirs.config)` shares the config object: it must be accepted as it is, and stay as it is, so the
+    transformers model keeps its own attention; on the same weights both give the same outputs."""
+    ours_cls, theirs_cls, extra = task
+    theirs = theirs_cls._from_config(tiny_config(**CONFIG, **extra), attn_implementation=implementation)
+    theirs = randomize_(theirs).eval()
+    ids, mask = padded_batch((40, 3, 25), "left")
+    before = task_outputs(theirs, ids, mask)
+    ours = ours_cls(theirs.config).eval()
+    assert ours.config is theirs.config and theirs.config._attn_implementation == implementation
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert (task_outputs(ours, ids, mask) - before).abs().max() <= 1e-4
+    assert torch.equal(task_outputs(theirs, ids, mask), before)  # transformers' model is unaffected
+
+
+@pytest.mark.parametrize("implementation", ANY_IMPLEMENTATION)
+@pytest.mark.parametrize("task", TASKS.values(), ids=TASKS.keys())
+def test_from_pretrained_takes_any_attn_implementation(task, implementation, tmp_path):
+    ours_cls, theirs_cls, extra = task
+    saved = randomize_(theirs_cls(tiny_config(**CONFIG, **extra))).eval()
+    saved.save_pretrained(tmp_path)
+    options = {} if implementation is None else {"attn_implementation": implementation}
+    loaded = ours_cls.from_pretrained(tmp_path, **options).eval()
+    assert loaded.config._attn_implementation == implementation  # recorded as asked, never used
+    ids, mask = padded_batch((40, 3, 25), "right")
+    assert (task_outputs(loaded, ids, mask) - task_outputs(saved, ids, mask)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("implementation", ANY_IMPLEMENTATION)
+def test_a_config_naming_any_implementation_is_left_alone(implementation):
+    config = tiny_config(attn_implementation=implementation)
+    ours = cmbert.modeling.ModernBertForMaskedLM(config)
+    assert config._attn_implementation == implementation
+    # A transformers model built from the same config afterwards resolves it itself, as it would have alone.
+    if implementation in (None, "eager", "sdpa"):
+        theirs = transformers.ModernBertForMaskedLM(config)
+        assert theirs.config._attn_implementation == (implementation or "sdpa")
+        theirs.load_state_dict(ours.state_dict())
+        ids, mask = padded_batch((9, 4), "right")
+        assert (task_outputs(ours.eval(), ids, mask) - task_outputs(theirs.eval(), ids, mask)).abs().max() <= 1e-4
+
+
 # --- config keys for transformers 4.x and 5.x ---------------------------------------------------------------------
 
 V4_CASES = {  # id: (config overrides, global_attn_every_n_layers, global theta, local theta)
@@ -105,7 +175,7 @@ V4_CASES = {  # id: (config overrides, global_attn_every_n_layers, global theta,
 def test_config_json_holds_consistent_v4_and_v5_keys(case, tmp_path):
     overrides, every_n, global_theta, local_theta = case
     cfg = tiny_config(**overrides)
-    modeling.ModernBertForMaskedLM(cfg).save_pretrained(tmp_path)
+    cmbert.modeling.ModernBertForMaskedLM(cfg).save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
 
     # v5 keys
@@ -130,7 +200,7 @@ def test_config_json_holds_consistent_v4_and_v5_keys(case, tmp_path):
 ])
 def test_layer_pattern_v4_cannot_express_is_marked_v5_only(layer_types, tmp_path):
     cfg = tiny_config(num_hidden_layers=len(layer_types), layer_types=layer_types, global_rope_theta=1234.0)
-    ours = randomize_(modeling.ModernBertForMaskedLM(cfg)).eval()
+    ours = randomize_(cmbert.modeling.ModernBertForMaskedLM(cfg)).eval()
     ours.save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["min_transformers_version"] == "5.0.0"
@@ -150,7 +220,7 @@ def test_layer_pattern_v4_cannot_express_is_marked_v5_only(layer_types, tmp_path
 @pytest.fixture
 def mlm_folder(tmp_path):
     """An MLM checkpoint of ours, and the model that wrote it."""
-    model = randomize_(modeling.ModernBertForMaskedLM(tiny_config(**CONFIG))).eval()
+    model = randomize_(cmbert.modeling.ModernBertForMaskedLM(tiny_config(**CONFIG))).eval()
     model.save_pretrained(tmp_path / "mlm")
     return tmp_path / "mlm", model
 
@@ -179,24 +249,24 @@ def test_strict_loading_names_the_offending_keys(broken, mlm_folder):
     edit, keys = broken
     edit_weights(folder, edit)
     with pytest.raises(ValueError) as error:
-        modeling.ModernBertForMaskedLM.from_pretrained(folder)
+        cmbert.modeling.ModernBertForMaskedLM.from_pretrained(folder)
     for key in keys:
         assert key in str(error.value)
     # strict=False is the documented escape hatch, and still reports what it did
-    _, info = modeling.ModernBertForMaskedLM.from_pretrained(folder, strict=False, output_loading_info=True)
+    _, info = cmbert.modeling.ModernBertForMaskedLM.from_pretrained(folder, strict=False, output_loading_info=True)
     assert {k for k in keys if k in info["missing_keys"] or k in info["unexpected_keys"]} == set(keys)
 
 
 def test_mlm_checkpoint_starts_a_classifier_and_a_base_model(mlm_folder):
     folder, mlm = mlm_folder
     saved = mlm.state_dict()
-    classifier = modeling.ModernBertForSequenceClassification.from_pretrained(folder, num_labels=3)
+    classifier = cmbert.modeling.ModernBertForSequenceClassification.from_pretrained(folder, num_labels=3)
     for name, tensor in classifier.state_dict().items():
         if name.startswith(("model.", "head.")):  # encoder and pooling head come from the checkpoint
             assert torch.equal(tensor, saved[name]), name
     assert classifier.classifier.weight.shape == (3, 32)
 
-    base = modeling.ModernBertModel.from_pretrained(folder)
+    base = cmbert.modeling.ModernBertModel.from_pretrained(folder)
     assert base.state_dict().keys() == {k.removeprefix("model.") for k in saved if k.startswith("model.")}
     for name, tensor in base.state_dict().items():
         assert torch.equal(tensor, saved[f"model.{name}"]), name
@@ -204,7 +274,7 @@ def test_mlm_checkpoint_starts_a_classifier_and_a_base_model(mlm_folder):
 
 def test_fresh_classifier_is_initialised_like_transformers(mlm_folder):
     folder, _ = mlm_folder
-    ours = modeling.ModernBertForSequenceClassification.from_pretrained(folder, num_labels=3).classifier
+    ours = cmbert.modeling.ModernBertForSequenceClassification.from_pretrained(folder, num_labels=3).classifier
     theirs = transformers.ModernBertForSequenceClassification.from_pretrained(folder, num_labels=3).classifier
     std = 32**-0.5  # transformers: hidden_size ** -0.5, truncated at +-2 std
     assert theirs.weight.abs().max() <= 2 * std and 0.5 * std < theirs.weight.std() < 1.5 * std
@@ -215,11 +285,11 @@ def test_fresh_classifier_is_initialised_like_transformers(mlm_folder):
 
 @pytest.mark.parametrize("source", ["ours", "transformers"])
 def test_decoder_stays_tied_to_the_embeddings_after_loading(source, tmp_path):
-    cls = modeling.ModernBertForMaskedLM if source == "ours" else transformers.ModernBertForMaskedLM
+    cls = cmbert.modeling.ModernBertForMaskedLM if source == "ours" else transformers.ModernBertForMaskedLM
     saved = randomize_(cls(tiny_config(**CONFIG)))
     saved.save_pretrained(tmp_path)
     assert "decoder.weight" not in safetensors_keys(tmp_path)  # stored once, as the embeddings
-    loaded = modeling.ModernBertForMaskedLM.from_pretrained(tmp_path)
+    loaded = cmbert.modeling.ModernBertForMaskedLM.from_pretrained(tmp_path)
     embeddings = loaded.model.embeddings.tok_embeddings.weight
     assert loaded.decoder.weight is embeddings
     assert torch.equal(embeddings, saved.model.embeddings.tok_embeddings.weight)
@@ -247,19 +317,19 @@ def test_special_token_ids_come_from_the_tokenizer(tmp_path):
     tokenizer = train_tokenizer(special=("[UNK]", "[MASK]", "[SEP]", "[PAD]", "[CLS]"))
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[CLS]", "[SEP]")}
     assert ids == {"[PAD]": 3, "[CLS]": 4, "[SEP]": 2}
-    cfg = modeling.set_special_token_ids(tiny_config(pad_token_id=50283, cls_token_id=50281, sep_token_id=50282,
+    cfg = cmbert.modeling.set_special_token_ids(tiny_config(pad_token_id=50283, cls_token_id=50281, sep_token_id=50282,
                                                      bos_token_id=50281, eos_token_id=50282), tokenizer)
     assert (cfg.pad_token_id, cfg.cls_token_id, cfg.sep_token_id) == (3, 4, 2)
     assert (cfg.bos_token_id, cfg.eos_token_id) == (4, 2)
 
-    model = modeling.ModernBertForMaskedLM(cfg)
+    model = cmbert.modeling.ModernBertForMaskedLM(cfg)
     assert model.model.embeddings.tok_embeddings.padding_idx == 3
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
     assert {k: data[k] for k in ("pad_token_id", "cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id")} == {
         "pad_token_id": 3, "cls_token_id": 4, "sep_token_id": 2, "bos_token_id": 4, "eos_token_id": 2}
-    # contract 1: the folder serves transformers' fill-mask pipeline as is
+    # "HF-exact weights": the folder serves transformers' fill-mask pipeline as is
     predictions = transformers.pipeline("fill-mask", model=str(tmp_path), device="cpu")("patient admitted with [MASK]")
     assert len(predictions) == 5 and all(0 <= p["token"] < VOCAB for p in predictions)
 
@@ -268,6 +338,6 @@ def test_set_special_token_ids_rejects_unusable_tokenizers():
     no_pad = train_tokenizer(cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]")
     assert no_pad.pad_token_id is None
     with pytest.raises(ValueError, match="pad_token_id"):
-        modeling.set_special_token_ids(tiny_config(), no_pad)
+        cmbert.modeling.set_special_token_ids(tiny_config(), no_pad)
     with pytest.raises(ValueError, match="vocab_size"):  # the embedding table must hold every token
-        modeling.set_special_token_ids(tiny_config(vocab_size=40), train_tokenizer())
+        cmbert.modeling.set_special_token_ids(tiny_config(vocab_size=40), train_tokenizer())

@@ -1,19 +1,23 @@
 """Every data command end to end through the installed `cmbert` script, as the README runs them: synth -> corpus build
 -> tokenizer train -> corpus pack (whole, and split in two then merged), then bad input: one line on stderr, exit 2.
 (`cmbert demo` has its own module, tests/test_demo.py; `cmbert data fetch` runs in `make setup` and
-tests/test_readers.py.)"""
+tests/test_readers.py.) Then the command tables themselves (cmbert/cli.py): every command's --help and example, the
+error contract (a UserError is one line and exit 2, anything else keeps its traceback), and the typed configs of the
+flag commands (preset, flags and overrides, the resolved config recorded in OUT)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import transformers
 
-from pretrain.packed_dataset import PackedDataset
+from cmbert.pretrain.packed_dataset import PackedDataset
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +132,188 @@ def test_bad_option_values_are_usage_errors(pipeline, cmbert, args):
     proc = cmbert("corpus", "pack", "--corpus", "corpus", "--tokenizer", "tokenizer", "--out", "x", *args, cwd=work)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("cmbert corpus pack: error: argument ")
+
+
+# --- the command tables: every command's --help, the error contract, and the typed configs of the flag commands
+
+
+def _commands():
+    from cmbert.cli import tables
+
+    return tables()[0]
+
+
+def test_every_command_has_help_with_an_example_and_its_table_resolves(capsys):
+    from cmbert.cli import main, resolve
+
+    commands = _commands()
+    assert len(commands) >= 29
+    for path, spec in commands.items():
+        for key in ("run", "show", "config", "fields", *(f"types.{k}" for k in spec.get("types", {}))):
+            ref = spec["types"][key[6:]] if key.startswith("types.") else spec.get(key)
+            if ref is not None:
+                assert callable(resolve(ref)), (path, key, ref)
+        with pytest.raises(SystemExit) as exit_info:
+            main([*path, "--help"])
+        out = capsys.readouterr().out
+        assert exit_info.value.code == 0, path
+        assert f"usage: cmbert {' '.join(path)}" in out and "Example: cmbert " in out, (path, out)
+
+
+def test_top_level_help_lists_commands_without_loading_torch(cmbert):
+    code = ("import sys\nfrom cmbert.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().endswith("no torch"), proc.stdout + proc.stderr
+    assert all(noun in proc.stdout for noun in ("demo", "corpus", "finetune", "predict", "embed", "audit", "bhc"))
+    shown = cmbert("finetune", "--help")
+    assert shown.returncode == 0 and "icd" in shown.stdout and "sweep" in shown.stdout
+    wrong = cmbert("finetune", "nope")
+    assert wrong.returncode == 2 and "invalid choice: 'nope'" in wrong.stderr
+
+
+def test_a_user_error_is_one_line_and_exit_2_and_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    from cmbert.cli import main
+
+    monkeypatch.delenv("CMBERT_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:  # a missing required key of a typed config: a ConfigError
+        main(["audit", "robustness", "--model", str(tmp_path), "--out", str(tmp_path / "a")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["cmbert: error: mimic: required (--mimic DIR or mimic=DIR)"]
+
+    with pytest.raises(SystemExit) as exit_info:  # a missing input raised by the library: a MissingInput
+        main(["finetune", "icd", "prepare", "--mimic", str(tmp_path / "none"), "--version", "10", "--out",
+              str(tmp_path / "icd")])
+    assert exit_info.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr("cmbert.data.synth.known_codes", broken)  # deep inside `cmbert data synth`
+    with pytest.raises(ValueError, match="a bug") as raised:  # any other exception propagates: its traceback shows
+        main(["data", "synth", "--out", str(tmp_path / "m")])
+    assert type(raised.value) is ValueError
+
+    monkeypatch.setenv("CMBERT_DEBUG", "1")
+    from cmbert.core.errors import UserError
+
+    with pytest.raises(UserError):  # CMBERT_DEBUG=1: the user error's traceback too
+        main(["audit", "robustness", "--out", str(tmp_path / "a")])
+
+
+def test_the_error_types_stay_what_callers_caught_before():
+    from cmbert.core.config import ConfigError
+    from cmbert.core.errors import MissingInput, OutputInTheWay, UserError
+    from cmbert.core.io import ReadError
+    from cmbert.data.wheel_data import FetchError
+
+    assert all(issubclass(c, UserError) and issubclass(c, ValueError) for c in (ConfigError, ReadError, FetchError))
+    assert issubclass(MissingInput, FileNotFoundError) and issubclass(OutputInTheWay, FileExistsError)
+    assert issubclass(FetchError, RuntimeError)
+
+
+# command, its config module's dataclass, the preset, and where `run` is patched
+TYPED = {
+    ("audit", "robustness"): ("cmbert.finetune.robustness.config:AuditConfig", "audit/robustness.yaml",
+                              "cmbert.finetune.robustness.audit.audit_from_config"),
+    ("bhc", "prepare"): ("cmbert.finetune.bhc.config:BhcPrepareConfig", "bhc/prepare.yaml",
+                         "cmbert.finetune.bhc.prepare.prepare_from_config"),
+    ("bhc", "summarize"): ("cmbert.finetune.bhc.config:BhcSummarizeConfig", "bhc/summarize.yaml",
+                           "cmbert.finetune.bhc.summarize.summarize_from_config"),
+    ("bhc", "evaluate"): ("cmbert.finetune.bhc.config:BhcEvaluateConfig", "bhc/evaluate.yaml",
+                          "cmbert.finetune.bhc.evaluate.evaluate_from_config"),
+    ("predict", "qa"): ("cmbert.finetune.qa.config:QaPredictConfig", "predict/qa.yaml",
+                        "cmbert.finetune.qa.predict.predict_from_config"),
+    ("embed",): ("cmbert.embed:EmbedConfig", "embed.yaml", "cmbert.embed.embed_from_config"),
+}
+
+
+@pytest.mark.parametrize("path", list(TYPED), ids=" ".join)
+def test_each_preset_holds_its_configs_defaults(path):
+    import dataclasses
+
+    import yaml
+
+    from cmbert.cli import resolve
+    from cmbert.core.config import CONFIG_DIR
+
+    cls, preset, _ = TYPED[path]
+    cls = resolve(cls)
+    assert _commands()[path]["preset"] == f"configs/{preset}"
+    assert yaml.safe_load((CONFIG_DIR / preset).read_text()) == dataclasses.asdict(cls())
+
+
+def test_typed_config_defaults_match_the_library_functions():
+    import dataclasses
+    import inspect
+
+    from cmbert.embed import EmbedConfig, embed_file
+    from cmbert.finetune.bhc.config import BhcPrepareConfig, BhcSummarizeConfig
+    from cmbert.finetune.bhc.prepare import CleaningRules, prepare_bhc_dataset
+    from cmbert.finetune.bhc.summarize import summarize
+    from cmbert.finetune.qa.config import QaPredictConfig
+    from cmbert.finetune.qa.predict import predict_file
+    from cmbert.finetune.robustness.audit import run_audit
+    from cmbert.finetune.robustness.config import AuditConfig
+
+    renamed = {"cache": "cache_dir", "batch_tokens": "tokens_per_batch", "format": "input_format"}
+    for cls, functions in ((AuditConfig, [run_audit]), (EmbedConfig, [embed_file]),
+                           (BhcSummarizeConfig, [summarize]), (QaPredictConfig, [predict_file]),
+                           (BhcPrepareConfig, [prepare_bhc_dataset, CleaningRules])):
+        defaults = {}
+        for function in functions:
+            defaults |= {name: p.default for name, p in inspect.signature(function).parameters.items()
+                         if p.default is not inspect.Parameter.empty}
+        for field in dataclasses.fields(cls):
+            value = dataclasses.asdict(cls())[field.name]
+            name = renamed.get(field.name, field.name)
+            if name in defaults and defaults[name] is not None:
+                expected = list(defaults[name]) if isinstance(defaults[name], tuple) else defaults[name]
+                assert value == expected, (cls.__name__, field.name, value, expected)
+
+
+@pytest.mark.parametrize("path", list(TYPED), ids=" ".join)
+def test_typed_command_from_a_preset_with_flags_and_overrides_records_its_config(path, tmp_path, monkeypatch, capsys):
+    """--config FILE < flags < key=value; the resolved config is written to OUT (and reruns the same); a bad key or
+    value is one line naming the key."""
+    import dataclasses
+
+    import yaml
+
+    from cmbert.cli import main, resolve
+
+    file_output = path in (("predict", "qa"), ("embed",))
+    seen = []
+
+    def run(cfg):
+        seen.append(cfg)
+        out = Path(cfg.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("") if file_output else out.mkdir(exist_ok=True)
+
+    monkeypatch.setattr(TYPED[path][2], run)
+    monkeypatch.setattr(_commands()[path]["show"].replace(":", "."), lambda result: None)
+    fields = {f.name for f in dataclasses.fields(resolve(TYPED[path][0]))}
+    needs = {"mimic": "m", "model": "enc", "data": "d", "method": "lead", "input": "q.json"}
+    number = next(k for k in ("seed", "batch_size", "max_tokens") if k in fields)
+    mine = {**{k: v for k, v in needs.items() if k in fields}, number: 7, "out": str(tmp_path / "ignored")}
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump(mine))
+    out = tmp_path / ("answers.jsonl" if file_output else "out")
+    main([*path, "--config", str(config), "--out", str(out), f"--{number.replace('_', '-')}", "8", f"{number}=9"])
+    cfg = seen[-1]
+    assert cfg.out == str(out) and getattr(cfg, number) == 9  # the override beats the flag, the flag the file
+    assert all(getattr(cfg, key) == value for key, value in mine.items() if key not in (number, "out"))
+    recorded = Path(f"{out}.config.yaml") if file_output else out / "config.yaml"
+    assert yaml.safe_load(recorded.read_text()) == dataclasses.asdict(cfg)
+    if not file_output:
+        assert "git_sha" in json.loads((out / "provenance.json").read_text())
+    main([*path, "--config", str(recorded)])  # the recorded config reruns the same settings
+    assert seen[-1] == cfg
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*path, "--config", str(recorded), "no_such_key=1"])
+    assert exit_info.value.code == 2 and "unknown key no_such_key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*path, "--config", str(recorded), f"{number}=many"])
+    assert capsys.readouterr().err.strip().splitlines() == [f"cmbert: error: {number}: expected an integer, got 'many'"]

@@ -3,11 +3,13 @@ value is a ConfigError naming it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from pretrain.config import CONFIG_DIR, ConfigError, PretrainConfig, deepspeed_config, load_config
+from cmbert.core.config import CONFIG_DIR, ConfigError
+from cmbert.pretrain.config import PretrainConfig, deepspeed_config, load_config
 
 PRESETS = sorted((CONFIG_DIR / "pretrain").glob("*.yaml"))
 DATA = ["data.shards=s", "data.tokenizer=t"]
@@ -87,3 +89,16 @@ def test_bad_files(tmp_path):
     (tmp_path / "d.json").write_text('{"zero_optimization": {"stage": 1}, "optimizer": {"type": "Adam"}}')
     with pytest.raises(ConfigError, match="sets optimizer, which the training config owns"):
         load_config(CONFIG_DIR / "pretrain" / "tiny.yaml", [*DATA, f"distributed.zero={Path(tmp_path / 'd.json')}"])
+
+
+@pytest.mark.parametrize(("key", "value", "rule"), [
+    ("lr", 0.0, "> 0"), ("lr", float("nan"), "> 0"), ("lr", float("inf"), "> 0"), ("warmup_fraction", 1.0, "in [0, 1)"),
+    ("patience", 0, ">= 1"), ("max_steps", -1, ">= 0")])
+def test_shared_train_section_names_the_failing_key_and_refuses_non_finite_numbers(key, value, rule):
+    import dataclasses
+
+    from cmbert.core.config import GenericTrainConfig, check_train_settings
+
+    check_train_settings(GenericTrainConfig())
+    with pytest.raises(ConfigError, match=rf"^train\.{key}: must be {re.escape(rule)}, got {re.escape(repr(value))}$"):
+        check_train_settings(dataclasses.replace(GenericTrainConfig(), **{key: value}))

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import transformers
 
-from pretrain.corpus import build_corpus, iter_documents, read_subject_ids
-from pretrain.readers import MIMIC_NOTE_COLUMNS, ReadError
-from pretrain.tokenizer import train_tokenizer_from_store
+from cmbert.core.io import ReadError
+from cmbert.data.readers import MIMIC_NOTE_COLUMNS
+from cmbert.pretrain.corpus import build_corpus, iter_documents, read_subject_ids
+from cmbert.pretrain.tokenizer import train_tokenizer_from_store
 
 DISCHARGE = [
     # note_id, subject_id, hadm_id, text
@@ -172,7 +173,7 @@ def test_parallel_reading_writes_the_same_store(sources, tmp_path):
 
 
 def test_a_killed_build_resumes_after_the_files_it_finished(sources, tmp_path, monkeypatch):
-    from pretrain import corpus
+    from cmbert.pretrain import corpus
 
     mimic, pubmed, exclude = sources
     kwargs = dict(mimic=mimic, pubmed=pubmed, ontology=["icd9pcs"], exclude_subjects=exclude, progress=False)
@@ -210,7 +211,7 @@ def test_a_killed_build_resumes_after_the_files_it_finished(sources, tmp_path, m
 def test_changed_inputs_are_read_again(sources):
     """A resumed build reuses a finished file only if its path, size, mtime and the excluded subjects are the same:
     a unit's key changes with each of them."""
-    from pretrain.corpus import _plan
+    from cmbert.pretrain.corpus import _plan
 
     mimic, pubmed, _ = sources
 

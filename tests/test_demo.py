@@ -11,7 +11,8 @@ import json
 import pytest
 import transformers
 
-from pretrain.tokenizer import SPECIAL_TOKENS, padded_vocab_size, save_tokenizer, train_tokenizer
+from cmbert.core.tokenizer_files import save_tokenizer
+from cmbert.pretrain.tokenizer import SPECIAL_TOKENS, padded_vocab_size, train_tokenizer
 
 PROMPT = "The patient was admitted with chest [MASK]."
 
@@ -28,7 +29,8 @@ SMALL = ["patients=60", "pretrain.schedule.max_steps=120", "pretrain.schedule.wa
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, cmbert):
     out = tmp_path_factory.mktemp("demo")
-    proc = cmbert("demo", "--out", out, *SMALL)
+    # From a folder outside the checkout: the installed package finds its presets (configs/demo.yaml) itself.
+    proc = cmbert("demo", "--out", out, *SMALL, cwd=tmp_path_factory.mktemp("elsewhere"))
     assert proc.returncode == 0, f"cmbert demo failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}"
     return out, proc.stdout, json.loads((out / "summary.json").read_text())
 

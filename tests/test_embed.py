@@ -1,4 +1,4 @@
-"""`cmbert embed` and finetune/embeddings.py beyond the trajectory model: the three poolings against stock
+"""`cmbert embed` and cmbert/core/embeddings.py beyond the trajectory model: the three poolings against stock
 transformers (our unpadded ModernBERT path, and a tiny BERT read through `PaddedEncoder`), chunking at a model's
 context, the disk cache (a hit loads nothing; weights, tokenizer files, text and pooling invalidate it), the output
 files, and the command line on every input format. Tiny models built from configs into tmp folders; CPU, fp32."""
@@ -19,17 +19,17 @@ import torch
 import transformers
 from conftest import randomize_, save_tiny_encoder
 
-import finetune.embeddings as embeddings
-from cmbert import main as cmbert_main
-from finetune.embeddings import (
+import cmbert.core.embeddings as embeddings
+from cmbert.cli import main as cmbert_main
+from cmbert.core.embeddings import (
     POOLINGS,
-    embed_file,
     embed_texts,
     load_encoder,
     model_hash,
     quiet_from_pretrained,
     read_embeddings,
 )
+from cmbert.embed import embed_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CPU (tests/conftest.py)
 
@@ -48,7 +48,7 @@ RUN = {"device": "cpu", "precision": "fp32", "progress": False}  # embed_file on
 def reweigh(folder: Path, seed: int) -> None:
     """Give a saved tiny ModernBERT O(1) random weights (`randomize_`): attention is sharp, so a wrong window or
     chunk shows, and a new seed stands for a retrained model."""
-    from modeling import ModernBertForMaskedLM
+    from cmbert.modeling import ModernBertForMaskedLM
 
     randomize_(quiet_from_pretrained(ModernBertForMaskedLM, folder), seed).save_pretrained(folder)
 
@@ -71,7 +71,8 @@ def save_tiny_bert(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> SimpleNamespace:
-    from pretrain.tokenizer import save_tokenizer, train_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     work = tmp_path_factory.mktemp("embed")
     save_tokenizer(train_tokenizer(NOTES * 10, vocab_size=384), work / "tokenizer")
@@ -277,7 +278,7 @@ def test_cli_embeds_every_input_format_in_input_order(folders, tmp_path, capsys,
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--model", "no-such-model", "no-such-model: no config.json"),
     ("--out", "embeddings.csv", "embeddings.csv: embeddings are written as .npz, .jsonl, .jsonl.gz"),
-    ("--pooling", "max", "pooling must be one of mean, cls, chunk_mean"),
+    ("--pooling", "max", "pooling: expected one of 'mean', 'cls', 'chunk_mean', got 'max'"),
     ("--input", "no-such-notes.csv", "no-such-notes.csv"),
 ])
 def test_cli_errors_are_one_line_before_any_work(folders, tmp_path, capsys, monkeypatch, option, value, message):

@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import save_tiny_encoder
 
-from finetune.federated.data import LabelRows, partition_patients, primary_codes, read_site, write_site
-from finetune.federated.heads import build_head, moments, score, set_moments, train_epochs
-from finetune.icd.metrics import best_threshold, compute_metrics, threshold_counts, tune_threshold
+from cmbert.core.multilabel import best_threshold, compute_metrics, threshold_counts, tune_threshold
+from cmbert.finetune.federated.data import LabelRows, partition_patients, primary_codes, read_site, write_site
+from cmbert.finetune.federated.heads import build_head, moments, score, set_moments, train_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "finetune" / "federated" / "demo.yaml"
@@ -127,8 +127,8 @@ def test_fedprox_term_holds_weights_near_the_start():
 @pytest.fixture(scope="module")
 def icd(small_shards, tmp_path_factory):
     """A prepared ICD-10 dataset of 120 synthetic patients and a tiny encoder folder."""
-    from finetune.icd.data import prepare_icd_dataset
-    from pretrain.synth import synthesize_mimic
+    from cmbert.data.synth import synthesize_mimic
+    from cmbert.finetune.icd.data import prepare_icd_dataset
 
     work = tmp_path_factory.mktemp("federated")
     synthesize_mimic(work / "mimic", patients=120, seed=5)
@@ -168,9 +168,9 @@ def test_train_cli_end_to_end_two_sites_two_rounds_and_resume(icd, cmbert, monke
     assert report["splits"][0]["test"] + report["splits"][0]["train"] + report["splits"][0]["val"] == report["notes"]
 
     # A rerun finds every result (and the embedding cache): no embedding, no training, no simulation.
-    import finetune.embeddings as embeddings
-    import finetune.federated.train as train
-    from finetune.federated.config import load_federated_config
+    import cmbert.core.embeddings as embeddings
+    import cmbert.finetune.federated.train as train
+    from cmbert.finetune.federated.config import load_federated_config
 
     def refuse(*args, **kwargs):
         raise AssertionError("nothing should be recomputed")
@@ -187,9 +187,9 @@ def test_federated_matches_centralized_on_iid_sites(tmp_path):
     """On IID sites, FedAvg reaches the centralized head's test micro-F1 within 0.03 (a 300-note test set of 6
     labels, where one note's decisions move micro-F1 by ~0.005; the benchmark's bar on the real pipeline, with
     three splits, is 0.01: BENCHMARKS.md)."""
-    from finetune.federated.config import FederatedConfig
-    from finetune.federated.flower import Experiment, head_config, initial_head
-    from finetune.federated.train import run_simulation
+    from cmbert.finetune.federated.config import FederatedConfig
+    from cmbert.finetune.federated.flower import Experiment, head_config, initial_head
+    from cmbert.finetune.federated.train import run_simulation
 
     x, y = synthetic(1200, seed=1)
     train, val, test = np.arange(600), np.arange(600, 900), np.arange(900, 1200)
@@ -227,8 +227,9 @@ def test_federated_matches_centralized_on_iid_sites(tmp_path):
 def test_site_command_maps_a_hospitals_codes_onto_the_federation_labels(icd, cmbert, tmp_path):
     """`cmbert finetune federated site`: a hospital's own dataset (here: a different min_count, so another label list)
     becomes a site file in the federation's label order; codes outside it and notes left without one are counted."""
-    from finetune.federated.data import label_hash
-    from finetune.icd.data import load_labels, prepare_icd_dataset, read_split
+    from cmbert.data.icd_dataset import load_labels, read_split
+    from cmbert.finetune.federated.data import label_hash
+    from cmbert.finetune.icd.data import prepare_icd_dataset
 
     prepare_icd_dataset(icd / "mimic", tmp_path / "hospital", version=10, min_count=2, verbose=False)
     federation = load_labels(icd / "data")
@@ -260,8 +261,8 @@ def test_site_command_maps_a_hospitals_codes_onto_the_federation_labels(icd, cmb
     ("embedding.model=/nonexistent", "embedding.model"), ("data=/nonexistent", "data"),
 ])
 def test_config_errors_name_the_key(icd, override, key):
-    from finetune.federated.config import load_federated_config
-    from pretrain.config import ConfigError
+    from cmbert.core.config import ConfigError
+    from cmbert.finetune.federated.config import load_federated_config
 
     base = [f"data={icd / 'data'}", f"embedding.model={icd / 'encoder'}"]
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -343,9 +344,9 @@ def test_flower_deployment_superlink_two_supernodes_and_flwr_run(tmp_path):
 def test_a_failing_site_stops_the_run_with_a_clear_error(tmp_path):
     """A site whose data was built on another label list refuses to train (its ClientApp raises); Flower would only
     log that and average the others, so the server stops the run naming the round and the count."""
-    from finetune.federated.config import FederatedConfig
-    from finetune.federated.flower import Experiment, head_config
-    from finetune.federated.train import run_simulation
+    from cmbert.finetune.federated.config import FederatedConfig
+    from cmbert.finetune.federated.flower import Experiment, head_config
+    from cmbert.finetune.federated.train import run_simulation
 
     x, y = synthetic(80)
     for site, labels in enumerate(("h", "other")):
@@ -361,7 +362,7 @@ def test_a_failing_site_stops_the_run_with_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("preset", ["demo.yaml", "mimic4.yaml"])
 def test_presets_load(icd, preset):
-    from finetune.federated.config import load_federated_config
+    from cmbert.finetune.federated.config import load_federated_config
 
     cfg = load_federated_config(DEMO.parent / preset, [f"data={icd / 'data'}", f"embedding.model={icd / 'encoder'}"])
     assert set(cfg.heads) <= set(cfg.train.lr) and cfg.federated.clients >= 2

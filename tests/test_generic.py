@@ -17,12 +17,15 @@ import transformers
 from conftest import build_pair, padded_batch, save_tiny_encoder, tiny_config
 from safetensors.torch import load_file
 
-import cmbert as cli
-import finetune.epochs as epochs
-import modeling
-from finetune.generic import train as generic_train
-from finetune.generic.config import GenericDataConfig, load_generic_config
-from finetune.generic.data import (
+import cmbert.core.loop as epochs
+import cmbert.modeling
+from cmbert import cli
+from cmbert.core.config import ConfigError
+from cmbert.core.io import ReadError
+from cmbert.data.demo_sentences import classify_example, tagged_example
+from cmbert.finetune.generic import train as generic_train
+from cmbert.finetune.generic.config import GenericDataConfig, load_generic_config
+from cmbert.finetune.generic.data import (
     IGNORE,
     TaggedExample,
     encode_words,
@@ -31,10 +34,7 @@ from finetune.generic.data import (
     spaced_words,
     token_labels,
 )
-from finetune.generic.demo_data import classify_example, tagged_example
-from finetune.generic.metrics import classification_metrics, entity_metrics, entity_spans
-from pretrain.config import ConfigError
-from pretrain.readers import ReadError
+from cmbert.finetune.generic.metrics import classification_metrics, entity_metrics, entity_spans
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +48,8 @@ CRAFTED = (["Patient", "denies", "hemoptysis", "after", "metoprolol-induced", "b
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """Generated train/validation/test files for both tasks, a small byte-level BPE, and a tiny encoder."""
-    from pretrain.tokenizer import save_tokenizer, train_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     work = tmp_path_factory.mktemp("generic")
     cli.main(["data", "sentences", "--out", str(work / "data"), "--examples", "120"])  # the README's command
@@ -93,7 +94,7 @@ def padded(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_token_classifier_matches_transformers(side, attn):
     config = tiny_config(num_labels=5, num_hidden_layers=4, global_attn_every_n_layers=2, local_attention=16,
                          global_rope_theta=500.0, local_rope_theta=100.0)
-    ours, theirs = build_pair(config, modeling.ModernBertForTokenClassification,
+    ours, theirs = build_pair(config, cmbert.modeling.ModernBertForTokenClassification,
                               transformers.ModernBertForTokenClassification, attn)
     ids, mask = padded_batch([40, 17, 3], side)
     labels = torch.randint(0, 5, ids.shape)
@@ -116,7 +117,7 @@ def test_token_classifier_matches_transformers(side, attn):
 
 
 def test_token_classifier_loads_an_mlm_checkpoint_with_a_fresh_classifier(work):
-    model = modeling.ModernBertForTokenClassification.from_pretrained(work / "encoder", num_labels=7)
+    model = cmbert.modeling.ModernBertForTokenClassification.from_pretrained(work / "encoder", num_labels=7)
     mlm = load_file(work / "encoder" / "model.safetensors")
     torch.testing.assert_close(model.head.dense.weight, mlm["head.dense.weight"])  # transformers loads it too
     std = model.classifier.weight.std().item()
@@ -335,7 +336,7 @@ def test_sentence_pairs_train_and_the_pipeline_reads_them_as_trained(work, tmp_p
 
 
 def test_sentence_pairs_are_cut_longest_first_and_counted(work, tmp_path):
-    from finetune.generic.data import TextExample, encode_pairs, encode_texts
+    from cmbert.finetune.generic.data import TextExample, encode_pairs, encode_texts
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(work / "encoder")
     premise = "Patient presents with chest pain since yesterday. Denies headache. Vitals stable. Labs pending."

@@ -1,6 +1,6 @@
 """The TF-IDF + logistic-regression ICD baseline on tiny synthetic notes whose words decide their codes: it ranks true
 codes first, handles codes with no or only positive train notes, round-trips through save/load, and runs end to end
-on a hand-written dataset folder in the format of notes/icd_format.md."""
+on a hand-written dataset folder in the format of docs/icd.md."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import joblib
 import numpy as np
 import pytest
 
-from finetune.icd.baselines import TfidfConfig, TfidfLR, fit_tfidf_lr, make_vectorizer, run_tfidf_baseline
+from cmbert.finetune.icd.baselines import TfidfConfig, TfidfLR, fit_tfidf_lr, make_vectorizer, run_tfidf_baseline
 
 # Each code is named by its own words; every note also carries shared filler, so only the trigger words separate codes.
 TRIGGERS = {

@@ -14,16 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune.icd.data import (
-    SPLITS,
-    edin_preprocess,
-    label_matrix,
-    load_labels,
-    prepare_icd_dataset,
-    read_split,
-    truncate_words,
-)
-from pretrain.synth import synthesize_mimic
+from cmbert.core.notes import edin_preprocess, truncate_words
+from cmbert.data.icd_dataset import SPLITS, label_matrix, load_labels, read_split
+from cmbert.data.synth import synthesize_mimic
+from cmbert.finetune.icd.data import prepare_icd_dataset
 
 # 300 synthetic patients: ~280 ICD-10 notes (138 patients) and ~400 ICD-9 notes (184 patients); min_count 10 keeps
 # ~80-100 codes of ~180.

@@ -1,4 +1,4 @@
-"""finetune/icd/metrics.py: every metric against scikit-learn on Edin's evaluation set (random inputs with a code and a
+"""cmbert/core/multilabel.py: every metric against scikit-learn on Edin's evaluation set (random inputs with a code and a
 document without positives, a code that is always positive, ties, -0.0, float32 / float64, logits, many blocks),
 P@k / R@k / R-precision by hand and against a python loop, threshold tuning against brute force over the grid, the
 paired bootstrap, McNemar by hand, per-code metrics against scikit-learn, and the report PNGs."""
@@ -18,8 +18,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from finetune.icd import metrics as M
-from finetune.icd.metrics import (
+from cmbert.core import multilabel as M
+from cmbert.core.multilabel import (
     METRIC_NAMES,
     THRESHOLD_GRID,
     compute_metrics,

@@ -8,17 +8,11 @@ import torch
 import transformers
 from conftest import CLS, SEP, tiny_config
 
-import finetune.icd.batches as batches
-from finetune.icd.batches import (
-    StateCache,
-    TokenizedNotes,
-    collate,
-    device_and_dtype,
-    note_chunks,
-    token_budget_batches,
-)
-from finetune.icd.model import TITLE_SCORE, IcdMeta, IcdModel
-from modeling import ModernBertForMaskedLM, enable_checkpointing
+import cmbert.core.runtime as runtime
+from cmbert.core.label_attention import TITLE_SCORE, IcdMeta, IcdModel, StateCache
+from cmbert.core.notes import TokenizedNotes, collate, note_chunks, token_budget_batches
+from cmbert.core.runtime import device_and_dtype
+from cmbert.modeling import ModernBertForMaskedLM, enable_checkpointing
 
 CODES = ["I50.9", "N18.3", "E11.9", "0DTJ4ZZ"]
 
@@ -86,7 +80,7 @@ def test_precision_rule(monkeypatch):
     """auto = bf16 autocast on CUDA and on CPUs with native bf16, fp32 on other CPUs; explicit values win."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(batches, "native_bf16_cpu", lambda native=native: native)
+        monkeypatch.setattr(runtime, "native_bf16_cpu", lambda native=native: native)
         assert device_and_dtype("auto") == (torch.device("cpu"), expected)
         assert device_and_dtype("fp32")[1] == torch.float32 and device_and_dtype("bf16")[1] == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -198,7 +192,7 @@ def test_extra_queries_start_on_evidence_terms_and_add_up(encoder_dir, tmp_path,
                     total += (attn @ h[b, :n]) @ model.head.weights[row]
                 torch.testing.assert_close(logits[b, label], total, atol=1e-5, rtol=1e-5)
     # The folder keeps the queries per label.
-    monkeypatch.setattr("pretrain.tokenizer.save_tokenizer", lambda tok, folder: None)
+    monkeypatch.setattr("cmbert.core.tokenizer_files.save_tokenizer", lambda tok, folder: None)
     model.save(tmp_path / "k3", tokenizer=None)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
     loaded, _ = IcdModel.load(tmp_path / "k3")
@@ -209,7 +203,7 @@ def test_extra_queries_start_on_evidence_terms_and_add_up(encoder_dir, tmp_path,
 
 
 def test_laat_folder_round_trip_and_stock_encoder(encoder_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("pretrain.tokenizer.save_tokenizer", lambda tok, folder: None)
+    monkeypatch.setattr("cmbert.core.tokenizer_files.save_tokenizer", lambda tok, folder: None)
     model = IcdModel.from_encoder(encoder_dir, meta(), n_train=50).eval()
     model.meta.threshold = 0.37
     model.save(tmp_path / "m", tokenizer=None)
@@ -228,7 +222,7 @@ def test_laat_folder_round_trip_and_stock_encoder(encoder_dir, tmp_path, monkeyp
 
 
 def test_pooled_model_is_a_stock_sequence_classifier(encoder_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("pretrain.tokenizer.save_tokenizer", lambda tok, folder: None)
+    monkeypatch.setattr("cmbert.core.tokenizer_files.save_tokenizer", lambda tok, folder: None)
     model = IcdModel.from_encoder(encoder_dir, meta("pooled", max_chunks=1), n_train=50).eval()
     model.save(tmp_path / "p", tokenizer=None)
     stock = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "p").eval()
@@ -250,7 +244,7 @@ def test_label_attention_learns_which_token_carries_each_code(tmp_path, one_thre
     LAAT model must find the one token wherever it sits (ranking mAP on held-out notes)."""
     import torch.nn.functional as F
 
-    from finetune.icd.metrics import compute_metrics
+    from cmbert.core.multilabel import compute_metrics
 
     ModernBertForMaskedLM(tiny_config(max_position_embeddings=64, hidden_size=64, intermediate_size=96)
                           ).save_pretrained(tmp_path)

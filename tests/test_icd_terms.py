@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import finetune.icd.terms as terms_module
-from finetune.icd.batches import TokenizedNotes
-from finetune.icd.terms import MIN_DF, evidence_terms
+import cmbert.finetune.icd.terms as terms_module
+from cmbert.core.notes import TokenizedNotes
+from cmbert.finetune.icd.terms import MIN_DF, evidence_terms
 
 
 def tokenized(notes: list[np.ndarray]) -> TokenizedNotes:

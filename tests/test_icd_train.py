@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,8 @@ import pytest
 import torch
 from conftest import save_tiny_encoder
 
-from finetune.icd.config import load_icd_config
-from pretrain.config import ConfigError
+from cmbert.core.config import ConfigError
+from cmbert.finetune.icd.config import load_icd_config
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "icd" / "demo.yaml"
 
@@ -22,8 +23,8 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "icd" / "d
 @pytest.fixture(scope="module")
 def icd(small_shards, tmp_path_factory):
     """A prepared ICD-10 dataset of 200 synthetic patients and a tiny encoder folder with a real tokenizer."""
-    from finetune.icd.data import prepare_icd_dataset
-    from pretrain.synth import synthesize_mimic
+    from cmbert.data.synth import synthesize_mimic
+    from cmbert.finetune.icd.data import prepare_icd_dataset
 
     work = tmp_path_factory.mktemp("icd")
     synthesize_mimic(work / "mimic", patients=200, seed=3)
@@ -86,7 +87,7 @@ def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
     assert all(c["predicted"] and c["score"] > meta["threshold"] for p in predicted for c in p["codes"])
 
     # The Python API gives the same scores.
-    from finetune.icd import predict
+    from cmbert.finetune.icd import predict
 
     api = list(predict(run / "model", [(n["note_id"], n["text"]) for n in notes], top_k=3))
     first = [r for r in rows if r["id"] == notes[0]["note_id"]]
@@ -105,21 +106,22 @@ def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
 
 @pytest.mark.parametrize("engine", ["torch", "deepspeed"])
 def test_interrupted_run_resumes_to_the_same_model(icd, tmp_path, monkeypatch, engine):
-    import finetune.icd.train as train
+    import cmbert.core.loop as loop
+    import cmbert.finetune.icd.train as train
 
     extra = ["eval.baselines=[]", *(["train.deepspeed=zero1"] if engine == "deepspeed" else [])]
     cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "straight", *extra))
     train.main(cfg)
     straight = np.load(tmp_path / "straight" / "runs" / "encoder-64-seed0" / "scores.npz")["test"]
 
-    save = train._save_state
+    save = loop.save_checkpoint
 
     def killed_after_first_checkpoint(*args, **kwargs):
         save(*args, **kwargs)
         raise KeyboardInterrupt  # what a kill looks like to the loop: nothing after the checkpoint happens
 
     cfg = load_icd_config(DEMO, overrides(icd, tmp_path / "resumed", *extra))
-    monkeypatch.setattr(train, "_save_state", killed_after_first_checkpoint)
+    monkeypatch.setattr(loop, "save_checkpoint", killed_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train.main(cfg)
     run = tmp_path / "resumed" / "runs" / "encoder-64-seed0"
@@ -127,9 +129,16 @@ def test_interrupted_run_resumes_to_the_same_model(icd, tmp_path, monkeypatch, e
         assert torch.load(run / "ckpt" / "state.pt", weights_only=False)["state"]["step"] == 2
     else:
         assert (run / "ckpt" / "latest").read_text().strip() == "step2"
-    monkeypatch.setattr(train, "_save_state", save)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    changed = load_icd_config(DEMO, overrides(icd, tmp_path / "resumed", *extra, "train.lr=2e-3"))
+    with pytest.raises(ValueError, match=re.escape(f"{run}: holds a checkpoint written under another config "
+                                                   "(train.lr differs); use a new out folder, or remove")):
+        train.main(changed)  # the checkpoint is not continued under another config
     train.main(cfg)
     np.testing.assert_allclose(np.load(run / "scores.npz")["test"], straight, atol=1e-5)
+    # A finished run of another config is refused too: its result.json would stand for a model it does not describe.
+    with pytest.raises(FileExistsError, match=re.escape(f"{run}: holds a finished run written under another config")):
+        train.main(changed)
 
 
 def test_config_errors_name_the_key(icd, tmp_path):
@@ -150,7 +159,7 @@ def test_config_errors_name_the_key(icd, tmp_path):
 def test_pooled_head_trains_into_a_stock_sequence_classifier(icd, tmp_path):
     import transformers
 
-    import finetune.icd.train as train
+    import cmbert.finetune.icd.train as train
 
     cfg = load_icd_config(DEMO, overrides(icd, tmp_path, "eval.baselines=[]", "model.head=pooled",
                                           "model.max_chunks=1"))
@@ -176,7 +185,7 @@ def test_two_process_deepspeed_run(icd, tmp_path):
         env.pop(key, None)
     out = tmp_path / "ds"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "finetune.icd.train", "--config", str(DEMO),
+                           "-m", "cmbert.finetune.icd.train", "--config", str(DEMO),
                            *overrides(icd, out, "eval.baselines=[]", "train.deepspeed=zero2",
                                       "model.lora.enabled=true", "model.prune.strategy=top")],
                           env=env, capture_output=True, text=True, timeout=600,
@@ -216,7 +225,7 @@ def test_lora_on_a_pruned_encoder_trains_adapters_and_exports_a_stock_model(icd,
     import transformers
     from safetensors.torch import load_file
 
-    import finetune.icd.train as train
+    import cmbert.finetune.icd.train as train
 
     cfg = load_icd_config(DEMO, overrides(icd, tmp_path, "eval.baselines=[]", "model.lora.enabled=true",
                                           "model.lora.r=4", "model.prune.strategy=top"))

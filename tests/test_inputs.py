@@ -1,4 +1,4 @@
-"""finetune/inputs.py: every input shape (CSV, JSONL, JSON, plain text, stdin; gzipped too) and every kind of bad
+"""cmbert/data/inputs.py: every input shape (CSV, JSONL, JSON, plain text, stdin; gzipped too) and every kind of bad
 input (a counted skip with its location, or a one-line error that never quotes note text). Files go in tmp_path."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from finetune.inputs import NoteInput, input_format, read_note_inputs
-from pretrain.readers import ReadError, SkipCounter
+from cmbert.core.io import ReadError, SkipCounter
+from cmbert.data.inputs import NoteInput, input_format, read_note_inputs
 
 TEXT_A = 'Chief Complaint:\nchest pain, "pressure-like"\r\nHbA1c 7.2%, trop 0.04 -> 0.12; Café 5 µg ≥ 2\n'
 TEXT_B = "IMPRESSION: No acute process."

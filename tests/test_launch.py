@@ -118,7 +118,7 @@ def test_single_node_process_count_and_environment(tmp_path, gpu_env, expected):
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     args, environment = result.stdout.splitlines()
-    assert args == (f"args: -m torch.distributed.run --standalone --nproc_per_node={expected} -m pretrain.train "
+    assert args == (f"args: -m torch.distributed.run --standalone --nproc_per_node={expected} -m cmbert.pretrain.train "
                     f"--config {TINY} optim.lr=1e-3 out=runs/a b")
     threads = max(1, len(os.sched_getaffinity(0)) // expected)
     assert environment == f"env: {threads} 1 false online"  # the user's WANDB_MODE is kept
@@ -134,7 +134,7 @@ def test_single_node_missing_config(tmp_path):
 
 def test_multi_node_forwards_environment_through_pdsh(tmp_path):
     """Two hosts: DeepSpeed's runner builds a pdsh command (pdsh stubbed) whose remote part exports the variables
-    from the .deepspeed_env the script wrote, and starts `-m pretrain.train` with the config and overrides."""
+    from the .deepspeed_env the script wrote, and starts `-m cmbert.pretrain.train` with the config and overrides."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "pdsh.args"
@@ -162,15 +162,15 @@ def test_multi_node_forwards_environment_through_pdsh(tmp_path):
         assert export in remote
     assert f"cd {REPO};" in remote
     assert "--master_addr=worker-1" in remote and "--master_port=29500" in remote
-    assert "--module" in args  # each worker: python -u -m pretrain.train --local_rank=N --config ...
-    tail = args[args.index("pretrain.train"):]
-    assert tail == ["pretrain.train", "--config", str(TINY), "optim.lr=1e-3", "out=runs/x"]
+    assert "--module" in args  # each worker: python -u -m cmbert.pretrain.train --local_rank=N --config ...
+    tail = args[args.index("cmbert.pretrain.train"):]
+    assert tail == ["cmbert.pretrain.train", "--config", str(TINY), "optim.lr=1e-3", "out=runs/x"]
     assert not list(tmp.iterdir())  # the temporary .deepspeed_env is removed at exit
 
 
 @pytest.mark.slow
 def test_multi_node_one_host_runs_locally(data, tmp_path):
-    """A one-host hostfile: DeepSpeed's runner starts 2 CPU workers itself (`python -u -m pretrain.train
+    """A one-host hostfile: DeepSpeed's runner starts 2 CPU workers itself (`python -u -m cmbert.pretrain.train
     --local_rank=N ...`, the --module path) with this environment; 4 steps and the export. Slow (12-35 s measured on
     2 shared cores): the default suite checks the same command line through the pdsh stub."""
     hostfile = tmp_path / "hostfile"
@@ -243,7 +243,7 @@ def test_sbatch_calls_srun_torchrun(tmp_path):
         line = next(c for c in calls if c.startswith(f"node {node}:"))
         assert line == (f"node {node}: python -m torch.distributed.run --node_rank={node} --nnodes=2 "
                         "--nproc_per_node=8 --rdzv_backend=c10d --rdzv_id=4242 --rdzv_endpoint=gpu-a01:29500 "
-                        "-m pretrain.train --config configs/pretrain/tiny.yaml optim.lr=1e-3 out=runs/x y")
+                        "-m cmbert.pretrain.train --config configs/pretrain/tiny.yaml optim.lr=1e-3 out=runs/x y")
     assert not any("requeue" in c for c in calls)  # a run that ends by itself is not requeued
     assert "OMP_NUM_THREADS=8" in result.stderr  # 64 cores / 8 GPUs
 

@@ -1,4 +1,4 @@
-"""LoRA adapters (finetune/lora.py) and structured layer pruning (finetune/pruning.py) on the encoder: adapters are
+"""LoRA adapters (cmbert/core/lora.py) and structured layer pruning (cmbert/core/pruning.py) on the encoder: adapters are
 the only encoder weights that train, merging gives the same outputs in stock layers, and a pruned model is a valid
 transformers ModernBERT that `AutoModel` loads and runs exactly as our pruned model does."""
 
@@ -11,9 +11,9 @@ import torch
 import transformers
 from conftest import padded_batch, randomize_, tiny_config
 
-import modeling
-from finetune.lora import LoraSettings, apply_lora, has_lora, merged_copy, trainable_summary
-from finetune.pruning import PruneSettings, layers_to_drop, prune_layers
+import cmbert.modeling
+from cmbert.core.lora import LoraSettings, apply_lora, has_lora, merged_copy, trainable_summary
+from cmbert.core.pruning import PruneSettings, layers_to_drop, prune_layers
 
 PATTERN_9 = tiny_config(num_hidden_layers=9, global_attn_every_n_layers=3).layer_types  # G L L G L L G L L
 
@@ -54,8 +54,8 @@ def test_pruning_refuses_layer_zero_and_impossible_fractions():
 ])
 def test_pruned_model_saves_as_stock_modernbert(strategy, fraction, drop, v4, tmp_path, one_thread):
     config = tiny_config(num_hidden_layers=9, global_attn_every_n_layers=3)
-    full = randomize_(modeling.ModernBertForMaskedLM(config)).eval()
-    pruned = randomize_(modeling.ModernBertForMaskedLM(tiny_config(num_hidden_layers=9,
+    full = randomize_(cmbert.modeling.ModernBertForMaskedLM(config)).eval()
+    pruned = randomize_(cmbert.modeling.ModernBertForMaskedLM(tiny_config(num_hidden_layers=9,
                                                                    global_attn_every_n_layers=3))).eval()
     pruned.load_state_dict(full.state_dict())
     settings = PruneSettings(strategy=strategy, fraction=fraction, drop=drop)
@@ -83,13 +83,13 @@ def test_pruned_model_saves_as_stock_modernbert(strategy, fraction, drop, v4, tm
         reference = theirs.eval()(input_ids=ids, attention_mask=mask).logits
     keep_mask = mask.bool()
     torch.testing.assert_close(ours[keep_mask], reference[keep_mask], atol=1e-4, rtol=1e-4)
-    reloaded = modeling.ModernBertModel.from_pretrained(tmp_path)  # strict: no key left over or missing
+    reloaded = cmbert.modeling.ModernBertModel.from_pretrained(tmp_path)  # strict: no key left over or missing
     assert reloaded.config.layer_types == pruned.config.layer_types
 
 
 def test_lora_trains_only_adapters_and_head_and_merges_to_equal_outputs(tmp_path, one_thread):
     config = tiny_config(num_labels=3, problem_type="multi_label_classification")
-    model = randomize_(modeling.ModernBertForSequenceClassification(config))
+    model = randomize_(cmbert.modeling.ModernBertForSequenceClassification(config))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     apply_lora(model, LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0), keep_trainable=("head.", "classifier."))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -129,11 +129,11 @@ def test_lora_trains_only_adapters_and_head_and_merges_to_equal_outputs(tmp_path
 
 
 def test_lora_on_a_pruned_encoder_and_bad_targets(one_thread):
-    model = modeling.ModernBertModel(tiny_config(num_hidden_layers=6))
+    model = cmbert.modeling.ModernBertModel(tiny_config(num_hidden_layers=6))
     prune_layers(model, PruneSettings(strategy="top", fraction=0.3))
     assert model.config.num_hidden_layers == 4
     apply_lora(model, LoraSettings(enabled=True, layers=[1, 3]))
     adapted = sorted({int(n.split(".")[1]) for n, p in model.named_parameters() if p.requires_grad})
     assert adapted == [1, 3]
     with pytest.raises(ValueError, match="name no module"):
-        apply_lora(modeling.ModernBertModel(tiny_config()), LoraSettings(enabled=True, target_modules=["query"]))
+        apply_lora(cmbert.modeling.ModernBertModel(tiny_config()), LoraSettings(enabled=True, target_modules=["query"]))

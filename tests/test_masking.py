@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.masking import MaskingVocab, mask_tokens, step_generator
+from cmbert.pretrain.masking import MaskingVocab, mask_tokens, step_generator
 
 VOCAB = MaskingVocab(mask_id=4, special_ids=(0, 1, 2, 3, 4, 60, 61, 62, 63), first_random_id=5, end_random_id=60)
 
@@ -44,7 +44,7 @@ def test_masks_depend_only_on_seed_step_micro_and_rank():
 
 
 def test_vocab_from_a_tokenizer(tmp_path):
-    from pretrain.tokenizer import train_tokenizer
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["chest pain, no fever; ___ denies dyspnea"] * 20, vocab_size=320)
     vocab = MaskingVocab.from_tokenizer(tokenizer)

@@ -13,18 +13,10 @@ import torch
 from torch import nn
 from transformers import ModernBertConfig
 
-import modeling
-from pretrain import metrics
-from pretrain.metrics import (
-    MetricsLogger,
-    band_pairs,
-    format_progress,
-    mfu,
-    model_flops_per_token,
-    peak_flops,
-    plot_metrics,
-    step_flops,
-)
+import cmbert.modeling
+from cmbert.core.runlog import MetricsLogger, plot_metrics
+from cmbert.pretrain import metrics
+from cmbert.pretrain.metrics import band_pairs, format_progress, mfu, model_flops_per_token, peak_flops, step_flops
 
 H, INTERMEDIATE, LAYERS, VOCAB, WINDOW = 32, 48, 3, 128, 8
 
@@ -50,7 +42,7 @@ def test_model_flops_per_token_hand_count():
 
 
 def test_model_flops_per_token_matches_the_models_linear_layers():
-    model = modeling.ModernBertForMaskedLM(config())
+    model = cmbert.modeling.ModernBertForMaskedLM(config())
     weights = lambda module: sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
     counted = weights(model.model.layers) + weights(model.head)
     assert model_flops_per_token(config()) == 6 * counted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain.ontology import ICD_VERSION, SYSTEMS, dotted, ontology_documents, titles
+from cmbert.data.ontology import ICD_VERSION, SYSTEMS, dotted, ontology_documents, titles
 
 
 def test_titles_hold_every_code_of_each_release():

@@ -16,15 +16,15 @@ import torch
 from conftest import tiny_config
 from torch import nn
 
-import modeling
-from pretrain.optim import (
+import cmbert.modeling
+from cmbert.core.loop import wsd_lambda
+from cmbert.pretrain.optim import (
     batch_size_at,
     build_optimizer,
     build_scheduler,
     check_zero_support,
     parameter_groups,
     per_tensor_clipping,
-    wsd_lambda,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_parameter_groups_follow_modernbert():
 
 
 def test_parameter_groups_on_modernbert():
-    model = modeling.ModernBertForMaskedLM(tiny_config())
+    model = cmbert.modeling.ModernBertForMaskedLM(tiny_config())
     decay, no_decay = parameter_groups(model, 1e-5)
     assert all(p.ndim == 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
@@ -191,9 +191,9 @@ def test_zero_support():
 ZERO_LAB = """
 import json, os, sys, torch
 import deepspeed.comm.torch
-sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # skip the 30 s shm JIT build (cpu-lab.md)
-import deepspeed, modeling
-from pretrain.optim import build_optimizer
+sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # skip the 30 s shm JIT build (docs/ARCHITECTURE.md, "CPU pitfalls")
+import deepspeed, cmbert.modeling
+from cmbert.pretrain.optim import build_optimizer
 sys.path.insert(0, "tests")  # conftest by path: `tests` is not a package (a dependency ships a top-level `tests`)
 from conftest import tiny_config
 deepspeed.init_distributed(dist_backend="gloo")
@@ -203,7 +203,7 @@ losses = {}
 for name in ("adamw", "stableadamw"):
     for stage in range(4):
         torch.manual_seed(0)
-        model = modeling.ModernBertForMaskedLM(tiny_config(num_hidden_layers=2))
+        model = cmbert.modeling.ModernBertForMaskedLM(tiny_config(num_hidden_layers=2))
         optimizer = build_optimizer(model, name, 3e-3, (0.9, 0.98), 1e-6, 1e-5)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config={
             "train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": stage},

@@ -16,9 +16,11 @@ import torch
 from conftest import tiny_config
 from tokenizers import Tokenizer
 
-import modeling
-from pretrain.packed_dataset import PackedDataset, Permutation, collate
-from pretrain.packing import (
+import cmbert.modeling
+from cmbert.core.io import ReadError
+from cmbert.core.tokenizer_files import save_tokenizer
+from cmbert.pretrain.packed_dataset import PackedDataset, Permutation, collate
+from cmbert.pretrain.packing import (
     BestFitPacker,
     Piece,
     merge_manifests,
@@ -27,8 +29,7 @@ from pretrain.packing import (
     parse_shard,
     split_document,
 )
-from pretrain.readers import ReadError
-from pretrain.tokenizer import save_tokenizer, train_tokenizer
+from cmbert.pretrain.tokenizer import train_tokenizer
 
 MAX = 64
 ROWS_PER_SHARD = 5
@@ -280,7 +281,7 @@ def test_collate_builds_cu_seqlens_the_encoder_accepts(corpus):
     lengths = [int(n) for r in rows for n in np.diff(r["cu_seqlens"])]
     assert batch["cu_seqlens"].tolist() == np.concatenate([[0], np.cumsum(lengths)]).tolist()
     assert batch["max_seqlen"] == max(lengths)
-    model = modeling.ModernBertModel(tiny_config(vocab_size=512, max_position_embeddings=MAX)).eval()
+    model = cmbert.modeling.ModernBertModel(tiny_config(vocab_size=512, max_position_embeddings=MAX)).eval()
     with torch.no_grad():
         hidden = model(input_ids=batch["input_ids"], cu_seqlens=batch["cu_seqlens"], max_seqlen=batch["max_seqlen"])
     assert hidden.last_hidden_state.shape[0] == len(batch["input_ids"])

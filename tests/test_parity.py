@@ -1,18 +1,24 @@
-"""Our unpadded ModernBERT against transformers' padded one on the same weights (ARCHITECTURE.md contract 2), and the
-behaviours of the encoder API that callers rely on: packing, attention backends, heads, losses, init."""
+"""Our unpadded ModernBERT against transformers' padded one on the same weights (docs/ARCHITECTURE.md, "Padded equals
+unpadded"), and the behaviours of the encoder API that callers rely on: packing, attention backends, heads, losses,
+init."""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+import random
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import PAD, VOCAB, build_pair, padded_batch, tiny_config
+from conftest import PAD, VOCAB, build_pair, padded_batch, save_tiny_encoder, tiny_config
 
-import modeling
-from modeling.attention import resolve_backend
+import cmbert.modeling
+from cmbert.modeling import attention
+from cmbert.modeling.attention import AttentionPlan, default_attention_backend, resolve_backend
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,7 +46,8 @@ PARITY_CASES = {
     "window-edge": (dict(local_attention=16, **LOW_THETA), (9, 10, 8), "left"),
 }
 ATTN = ["sdpa", "eager"]
-TOL = 1e-4  # contract 2: fp32, max abs difference on non-pad tokens
+CLASSIFY_DEMO = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "classify" / "demo.yaml"
+TOL = 1e-4  # "Padded equals unpadded": fp32, max abs difference on non-pad tokens
 
 
 def max_diff_on_tokens(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
@@ -66,7 +73,7 @@ def test_mlm_logits_match_transformers(case, attn):
 @pytest.mark.parametrize("case", ["mixed-3-40-197-left", "one-token-rows-right", "5-layers-global-every-3"])
 def test_base_model_hidden_states_match_transformers(case, attn):
     overrides, lengths, side = PARITY_CASES[case]
-    ours, theirs = build_pair(tiny_config(**overrides), modeling.ModernBertModel, transformers.ModernBertModel, attn)
+    ours, theirs = build_pair(tiny_config(**overrides), cmbert.modeling.ModernBertModel, transformers.ModernBertModel, attn)
     ids, mask = padded_batch(lengths, side)
     with torch.no_grad():
         got = ours(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -79,7 +86,7 @@ def test_base_model_hidden_states_match_transformers(case, attn):
 def test_output_hidden_states_follow_transformers_convention():
     """transformers 5 records every layer's input plus the final (normed) state: num_layers + 1 tensors."""
     cfg = tiny_config(num_hidden_layers=5, global_attn_every_n_layers=2, **LOW_THETA)
-    ours, theirs = build_pair(cfg, modeling.ModernBertModel, transformers.ModernBertModel, "eager")
+    ours, theirs = build_pair(cfg, cmbert.modeling.ModernBertModel, transformers.ModernBertModel, "eager")
     ids, mask = padded_batch((30, 11, 4), "left")
     with torch.no_grad():
         got = ours(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -143,7 +150,7 @@ def random_docs(lengths, seed: int = 3) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("local_attention", [8, 15, 128], ids=["window-8", "window-15", "window-longer-than-docs"])
 def test_packed_documents_equal_each_document_alone(local_attention):
-    ours, _ = build_pair(tiny_config(local_attention=local_attention, **LOW_THETA), modeling.ModernBertModel,
+    ours, _ = build_pair(tiny_config(local_attention=local_attention, **LOW_THETA), cmbert.modeling.ModernBertModel,
                          transformers.ModernBertModel)
     docs = random_docs((37, 23))
     flat, cu, max_len = packed(docs)
@@ -157,7 +164,7 @@ def test_packed_documents_equal_each_document_alone(local_attention):
 
 def test_packed_output_equals_padded_batch_output():
     ours, _ = build_pair(tiny_config(num_hidden_layers=4, global_attn_every_n_layers=2, **LOW_THETA),
-                         modeling.ModernBertModel, transformers.ModernBertModel)
+                         cmbert.modeling.ModernBertModel, transformers.ModernBertModel)
     docs = random_docs((37, 1, 23, 9))
     flat, cu, max_len = packed(docs)
     ids = torch.full((len(docs), max_len), PAD)
@@ -175,7 +182,7 @@ def test_packed_output_equals_padded_batch_output():
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_packed_sequence_classification_gives_one_prediction_per_document(pooling):
     ours, _ = build_pair(tiny_config(num_labels=3, classifier_pooling=pooling, **LOW_THETA),
-                         modeling.ModernBertForSequenceClassification, transformers.ModernBertForSequenceClassification)
+                         cmbert.modeling.ModernBertForSequenceClassification, transformers.ModernBertForSequenceClassification)
     docs = random_docs((12, 30, 1))
     flat, cu, max_len = packed(docs)
     ids, mask = torch.full((3, max_len), PAD), torch.zeros(3, max_len, dtype=torch.long)
@@ -204,9 +211,9 @@ def test_flex_backend_matches_sdpa_backend(layout):
         inputs = dict(input_ids=ids, attention_mask=mask)
         keep = mask.bool()
     with torch.no_grad():
-        with modeling.attention_backend("sdpa"):
+        with cmbert.modeling.attention_backend("sdpa"):
             reference = ours(**inputs).logits
-        with modeling.attention_backend("flex"):
+        with cmbert.modeling.attention_backend("flex"):
             flex = ours(**inputs).logits
     assert reference.shape == flex.shape
     assert (reference - flex)[keep].abs().max() <= 1e-5
@@ -214,20 +221,112 @@ def test_flex_backend_matches_sdpa_backend(layout):
 
 def test_auto_backend_is_sdpa_on_cpu_and_switch_is_restored():
     assert resolve_backend(torch.device("cpu")) == "sdpa"
-    with modeling.attention_backend("flex"):
+    with cmbert.modeling.attention_backend("flex"):
         assert resolve_backend(torch.device("cpu")) == "flex"
     assert resolve_backend(torch.device("cpu")) == "sdpa"
     with pytest.raises(ValueError, match="unknown attention backend"):
-        modeling.set_attention_backend("xformers")
+        cmbert.modeling.set_attention_backend("xformers")
 
 
 @pytest.mark.parametrize("backend", ["flash", "varlen"])
 def test_cuda_only_backends_raise_clearly_on_cpu(backend):
     ours, _ = build_pair(tiny_config())
     ids, mask = padded_batch((5, 3))
-    with modeling.attention_backend(backend), pytest.raises(RuntimeError, match=f"'{backend}' needs a CUDA device"):
+    with cmbert.modeling.attention_backend(backend), pytest.raises(RuntimeError, match=f"'{backend}' needs a CUDA device"):
         ours(input_ids=ids, attention_mask=mask)
     assert ours(input_ids=ids, attention_mask=mask).logits.shape == (2, 5, VOCAB)  # switch restored on exit
+
+
+@pytest.fixture
+def plan_backends(monkeypatch) -> list[str]:
+    """The backend of every attention plan built during the test, in order (one plan per forward)."""
+    seen, build = [], AttentionPlan.build.__func__
+
+    def spy(cls, *args, **kwargs):
+        plan = build(cls, *args, **kwargs)
+        seen.append(plan.backend)
+        return plan
+
+    monkeypatch.setattr(AttentionPlan, "build", classmethod(spy))
+    return seen
+
+
+@pytest.fixture
+def process_default():
+    """Lets a test change the process default backend; restored afterwards."""
+    previous = default_attention_backend()
+    yield
+    attention.set_attention_backend(previous)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_each_model_uses_its_own_backend(plan_backends, process_default):
+    """Two models in one process with different backends, and one that chose none (the process default)."""
+    cfg = tiny_config(local_attention=8, **LOW_THETA)
+    flex_model, sdpa_model, default_model = (build_pair(cfg)[0] for _ in range(3))  # one seed: the same weights
+    assert flex_model.set_attention_backend("flex") is flex_model
+    sdpa_model.set_attention_backend("sdpa")
+    assert (flex_model.base_model.attention_backend, sdpa_model.model.attention_backend) == ("flex", "sdpa")
+    assert default_model.base_model.attention_backend is None
+    ids, mask = padded_batch((40, 3, 17), "left")
+    run = lambda model: model(input_ids=ids, attention_mask=mask).logits
+
+    attention.set_attention_backend("flex")  # the process default moves; explicit choices do not follow it
+    with torch.no_grad():
+        flex, sdpa, default = run(flex_model), run(sdpa_model), run(default_model)
+        assert plan_backends == ["flex", "sdpa", "flex"]
+        assert (flex - sdpa)[mask.bool()].abs().max() <= 1e-5 and torch.equal(default, flex)
+        attention.set_attention_backend("sdpa")
+        run(flex_model), run(default_model)
+        assert plan_backends[3:] == ["flex", "sdpa"]
+        with cmbert.modeling.attention_backend("flex"):  # a test's block overrides every model
+            run(sdpa_model)
+        run(sdpa_model)
+        assert plan_backends[5:] == ["flex", "sdpa"]
+        flex_model.set_attention_backend(None)  # back to the process default
+        run(flex_model)
+        assert plan_backends[7:] == ["sdpa"]
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        sdpa_model.set_attention_backend("xformers")
+
+
+def test_the_backend_stays_with_the_model_not_its_config(tmp_path):
+    """Not in the config: an export must not carry one machine's kernel, and a config is often shared."""
+    model = cmbert.modeling.ModernBertForSequenceClassification(tiny_config(num_labels=2)).set_attention_backend("flex")
+    assert copy.deepcopy(model).model.attention_backend == "flex"  # merged_copy / EMA copies keep it
+    assert cmbert.modeling.ModernBertForMaskedLM(model.config).model.attention_backend is None  # same config object
+    model.save_pretrained(tmp_path)
+    assert "flex" not in (tmp_path / "config.json").read_text()
+    loaded = cmbert.modeling.ModernBertForSequenceClassification.from_pretrained(tmp_path)
+    assert loaded.model.attention_backend is None
+
+
+def test_a_recipe_sets_the_backend_on_its_model_and_leaves_the_process_default(tmp_path, plan_backends,
+                                                                               process_default):
+    """The classify recipe with `model.attention_backend=sdpa` while the process default is "flex": the recipe's
+    model trains with sdpa (FlexAttention has no CPU backward, so a model on the default would fail), and the default
+    is "flex" afterwards (recipes used to leave their backend behind for the next model in the process)."""
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.data.demo_sentences import classify_example, write_demo_data
+    from cmbert.finetune.generic.config import load_generic_config
+    from cmbert.finetune.generic.train import main as classify
+    from cmbert.pretrain.tokenizer import train_tokenizer
+
+    write_demo_data(tmp_path / "data", examples=60)
+    rng = random.Random(1)
+    tokenizer = train_tokenizer([classify_example(rng)["text"] for _ in range(200)], vocab_size=384,
+                                model_max_length=128)
+    save_tokenizer(tokenizer, tmp_path / "tokenizer")
+    save_tiny_encoder(tmp_path / "encoder", tmp_path / "tokenizer")
+    data = tmp_path / "data" / "classify"
+    attention.set_attention_backend("flex")
+    report = classify(load_generic_config(CLASSIFY_DEMO, [
+        f"out={tmp_path / 'run'}", f"model.init_from={tmp_path / 'encoder'}", f"data.train={data / 'train.csv'}",
+        f"data.validation={data / 'validation.csv'}", f"data.test={data / 'test.csv'}", "model.max_length=64",
+        "model.attention_backend=sdpa", "train.epochs=1", "logging.wandb=disabled"], task="classify"))
+    assert report == json.loads((tmp_path / "run" / "report.json").read_text())
+    assert plan_backends and set(plan_backends) == {"sdpa"}
+    assert default_attention_backend() == "flex"
 
 
 @pytest.mark.gpu
@@ -239,7 +338,7 @@ def test_cuda_backends_match_transformers(backend):
     ours, theirs = ours.cuda(), theirs.cuda()
     ids, mask = padded_batch((3, 40, 197), "right")
     ids, mask = ids.cuda(), mask.cuda()
-    with torch.no_grad(), modeling.attention_backend(backend):
+    with torch.no_grad(), cmbert.modeling.attention_backend(backend):
         got = ours(input_ids=ids, attention_mask=mask).logits
         want = theirs(input_ids=ids, attention_mask=mask).logits
     bf16 = resolve_backend(ids.device) in ("flash", "varlen")
@@ -253,7 +352,7 @@ def test_cuda_backends_match_transformers(backend):
 def test_sequence_classification_logits_match_transformers(pooling, side, attn):
     cfg = tiny_config(num_labels=4, classifier_pooling=pooling, num_hidden_layers=4, global_attn_every_n_layers=3,
                       **LOW_THETA)
-    ours, theirs = build_pair(cfg, modeling.ModernBertForSequenceClassification,
+    ours, theirs = build_pair(cfg, cmbert.modeling.ModernBertForSequenceClassification,
                               transformers.ModernBertForSequenceClassification, attn)
     ids, mask = padded_batch((3, 40, 97, 1), side)
     with torch.no_grad():
@@ -268,7 +367,7 @@ def test_sequence_classification_does_not_depend_on_padding_side(pooling):
     """Left padding pools the same tokens as right padding. (transformers' "cls" pooling reads position 0, which is a
     pad token under left padding; ours reads each document's first real token, so it is compared on right padding.)"""
     ours, _ = build_pair(tiny_config(num_labels=2, classifier_pooling=pooling, **LOW_THETA),
-                         modeling.ModernBertForSequenceClassification, transformers.ModernBertForSequenceClassification)
+                         cmbert.modeling.ModernBertForSequenceClassification, transformers.ModernBertForSequenceClassification)
     lengths = (3, 40, 1)
     with torch.no_grad():
         right = ours(*padded_batch(lengths, "right")).logits
@@ -289,7 +388,7 @@ LOSS_CASES = {  # id: (num_labels, problem_type set in the config, labels for 4 
 def test_sequence_classification_losses_match_transformers(case):
     num_labels, problem_type, make_labels, expected_type = case
     cfg = tiny_config(num_labels=num_labels, problem_type=problem_type, **LOW_THETA)
-    ours, theirs = build_pair(cfg, modeling.ModernBertForSequenceClassification,
+    ours, theirs = build_pair(cfg, cmbert.modeling.ModernBertForSequenceClassification,
                               transformers.ModernBertForSequenceClassification)
     ids, mask = padded_batch((3, 40, 17, 1), "right")
     labels = make_labels()
@@ -414,16 +513,16 @@ def test_transformers_init_statistics_are_as_expected():
 
 def test_init_matches_transformers():
     cfg = tiny_config(**INIT_CONFIG)
-    ours = modeling.ModernBertForMaskedLM(cfg)
+    ours = cmbert.modeling.ModernBertForMaskedLM(cfg)
     assert ours.decoder.weight is ours.model.embeddings.tok_embeddings.weight
     assert_init_like(ours, cfg)
-    classifier = modeling.ModernBertForSequenceClassification(tiny_config(num_labels=4, **INIT_CONFIG)).classifier
+    classifier = cmbert.modeling.ModernBertForSequenceClassification(tiny_config(num_labels=4, **INIT_CONFIG)).classifier
     want = truncated_normal_std(cfg.hidden_size**-0.5, cfg.initializer_cutoff_factor)
     assert abs(classifier.weight.std().item() / want - 1) < 0.15 and classifier.bias.abs().max() == 0
 
 
 def test_layer_norms_start_at_one():
-    ours = modeling.ModernBertForMaskedLM(tiny_config(**INIT_CONFIG))
+    ours = cmbert.modeling.ModernBertForMaskedLM(tiny_config(**INIT_CONFIG))
     norms = [m for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)]
     # embeddings, final, head, mlp_norm per layer, attn_norm on every layer but the first
     assert len(norms) == 3 + 4 + 3
@@ -434,7 +533,7 @@ def test_layer_norms_start_at_one():
 @pytest.mark.parametrize("chunk_elements", [1, 700, 1 << 23])  # one row per chunk, uneven chunks, one chunk
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_cross_entropy_matches_unfused_loss_and_gradients(chunk_elements, bias):
-    from modeling.model import linear_cross_entropy
+    from cmbert.modeling.model import linear_cross_entropy
 
     torch.manual_seed(0)
     x = torch.randn(37, 16, requires_grad=True)

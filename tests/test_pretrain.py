@@ -16,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-from pretrain.config import load_config
+from cmbert.pretrain.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
@@ -42,10 +42,10 @@ def launch(args: list[str], nproc: int = 1) -> subprocess.Popen:
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):  # set by in-process runs
         env.pop(key, None)
     if nproc == 1:
-        command = [sys.executable, "-m", "pretrain.train", *args]
+        command = [sys.executable, "-m", "cmbert.pretrain.train", *args]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                   "-m", "pretrain.train", *args]
+                   "-m", "cmbert.pretrain.train", *args]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -57,7 +57,7 @@ def run(args: list[str], nproc: int = 1, timeout: float = 300) -> str:
 
 
 def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path, cmbert):
-    from pretrain.train import main
+    from cmbert.pretrain.train import main
 
     out = tmp_path / "run"
     cfg = load_config(TINY, overrides(data, out, "schedule.max_steps=12"))
@@ -82,7 +82,7 @@ def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path, cmbert):
     tokenizer = transformers.AutoTokenizer.from_pretrained(export)
     batch = tokenizer(["Patient admitted with chest pain.", "No evidence of pneumonia."], padding=True,
                       return_tensors="pt")
-    from modeling import ModernBertForMaskedLM
+    from cmbert.modeling import ModernBertForMaskedLM
 
     ours = ModernBertForMaskedLM.from_pretrained(export).eval()
     with torch.no_grad():
@@ -144,7 +144,7 @@ def test_two_processes_zero_stages_give_the_same_losses(data, tmp_path):
         for step, loss in curves[0].items():
             assert curves[stage][step] == pytest.approx(loss, rel=1e-5, abs=1e-6), (stage, step)
     # The consolidated exports hold the same weights whatever the partitioning (ZeRO-3 shards every parameter).
-    from modeling import ModernBertForMaskedLM
+    from cmbert.modeling import ModernBertForMaskedLM
 
     reference = ModernBertForMaskedLM.from_pretrained(tmp_path / "zero0" / "model").state_dict()  # strict keys
     for stage in (1, 2, 3):
@@ -181,7 +181,7 @@ def test_config_errors_fail_before_any_work(data, tmp_path):
 def test_activation_checkpointing_and_continued_pretraining(data, tmp_path):
     """Recomputing activations changes no loss; a run can start from any transformers ModernBERT folder (here the
     export of a first run) with a new RoPE theta and context, as the 8k phase does."""
-    from pretrain.train import main
+    from cmbert.pretrain.train import main
 
     common = ["schedule.max_steps=6", "schedule.decay_steps=2", "checkpoint.every_steps=6",
               "logging.eval_every_steps=100"]

@@ -20,16 +20,16 @@ import transformers
 from conftest import OFFLINE, build_pair, padded_batch, save_tiny_encoder, tiny_config
 from safetensors.torch import load_file
 
-import cmbert as cli
-import finetune.epochs as epochs
-import modeling
-from finetune.qa.config import load_qa_config
-from finetune.qa.data import QaExample, read_qa_split
-from finetune.qa.metrics import exact_match, normalize_answer, squad_v2_scores, token_f1
-from finetune.qa.spans import predict_answers, window_spans
-from finetune.qa.windows import answer_tokens, collate_windows, make_windows, window_starts
-from pretrain.config import ConfigError
-from pretrain.readers import ReadError
+import cmbert.core.loop as epochs
+import cmbert.modeling
+from cmbert import cli
+from cmbert.core.config import ConfigError
+from cmbert.core.io import ReadError
+from cmbert.finetune.qa.config import load_qa_config
+from cmbert.finetune.qa.data import QaExample, read_qa_split
+from cmbert.finetune.qa.metrics import exact_match, normalize_answer, squad_v2_scores, token_f1
+from cmbert.finetune.qa.spans import predict_answers, window_spans
+from cmbert.finetune.qa.windows import answer_tokens, collate_windows, make_windows, window_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,7 +41,8 @@ CONTEXT = ("FINDINGS: There is a 8 mm solid nodule in the right upper lobe. No p
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """Generated SQuAD v2 files (40 reports), a small byte-level BPE trained on them, and a tiny encoder."""
-    from pretrain.tokenizer import save_tokenizer, train_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     work = tmp_path_factory.mktemp("qa")
     cli.main(["data", "qa", "--out", str(work / "data"), "--reports", "40"])  # the README's command
@@ -83,7 +84,7 @@ def squad_file(path: Path, paragraphs: list[dict], version: str = "v2.0") -> Pat
 def test_qa_model_matches_transformers(side, attn):
     config = tiny_config(num_hidden_layers=4, global_attn_every_n_layers=2, local_attention=16,
                          global_rope_theta=500.0, local_rope_theta=100.0)
-    ours, theirs = build_pair(config, modeling.ModernBertForQuestionAnswering,
+    ours, theirs = build_pair(config, cmbert.modeling.ModernBertForQuestionAnswering,
                               transformers.ModernBertForQuestionAnswering, attn)
     ids, mask = padded_batch([40, 17, 3], side)
     starts, ends = torch.tensor([5, 0, 1]), torch.tensor([9, 0, 2])
@@ -117,7 +118,7 @@ def test_qa_model_matches_transformers(side, attn):
 
 
 def test_qa_model_loads_an_mlm_checkpoint_with_a_fresh_head(work):
-    model = modeling.ModernBertForQuestionAnswering.from_pretrained(work / "encoder", num_labels=2)
+    model = cmbert.modeling.ModernBertForQuestionAnswering.from_pretrained(work / "encoder", num_labels=2)
     mlm = load_file(work / "encoder" / "model.safetensors")
     torch.testing.assert_close(model.head.dense.weight, mlm["head.dense.weight"])
     assert model.classifier.weight.shape == (2, 32) and model.classifier.bias.abs().max() == 0
@@ -368,7 +369,7 @@ def test_qa_learns_and_exports_a_stock_model_that_predicts_as_trained(work, tmp_
     # The export loads in transformers without our code and gives our model's logits.
     model = transformers.AutoModelForQuestionAnswering.from_pretrained(out / "model").eval()
     assert type(model).__module__.startswith("transformers.")
-    ours = modeling.ModernBertForQuestionAnswering.from_pretrained(out / "model").eval()
+    ours = cmbert.modeling.ModernBertForQuestionAnswering.from_pretrained(out / "model").eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(out / "model")
     split = read_qa_split(work / "data" / "test.json", "test")
     windows = make_windows(tokenizer, split.examples[:4], 128, 32, 16)
@@ -483,9 +484,9 @@ json.dump({"start": out.start_logits.tolist(), "end": out.end_logits.tolist(), "
 
 @pytest.mark.slow
 def test_transformers_v4_loads_the_export_and_its_pipeline_answers(work, tmp_path, v4_python):
-    from pretrain.tokenizer import save_tokenizer
+    from cmbert.core.tokenizer_files import save_tokenizer
 
-    model = modeling.ModernBertForQuestionAnswering.from_pretrained(work / "encoder", num_labels=2).eval()
+    model = cmbert.modeling.ModernBertForQuestionAnswering.from_pretrained(work / "encoder", num_labels=2).eval()
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     tokenizer = transformers.AutoTokenizer.from_pretrained(work / "tokenizer")

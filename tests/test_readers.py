@@ -14,23 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from pretrain import readers, wheel_data
-from pretrain.readers import (
+from cmbert.core import io as core_io
+from cmbert.core.io import ReadError, SkipCounter, read_csv_table
+from cmbert.core.runtime import default_cache_dir
+from cmbert.data import wheel_data
+from cmbert.data.readers import (
     ICD_CODE_COLUMNS,
     MIMIC_NOTE_COLUMNS,
     IcdCode,
     MimicNote,
     PubmedCitation,
-    ReadError,
-    SkipCounter,
     pubmed_text,
-    read_csv_table,
     read_icd_codes,
     read_icd_dictionary,
     read_mimic_notes,
     read_pubmed,
 )
-from pretrain.wheel_data import PUBMED_SAMPLE, FetchError, WheelData, default_cache_dir, fetch_pubmed_sample
+from cmbert.data.wheel_data import PUBMED_SAMPLE, FetchError, WheelData, fetch_pubmed_sample
 
 # ---------------------------------------------------------------------------------------------------------- helpers
 
@@ -225,7 +225,7 @@ def test_an_unterminated_quote_that_runs_to_the_end_is_an_error(tmp_path):
 
 
 def test_a_field_over_the_size_limit_is_a_malformed_row(tmp_path, monkeypatch, restore_csv_limit):
-    monkeypatch.setattr(readers, "FIELD_SIZE_LIMIT", 1000)
+    monkeypatch.setattr(core_io, "FIELD_SIZE_LIMIT", 1000)
     long_row = [*note_row(NOTES[2])[:7], "x" * 5000]
     path = write(tmp_path / "d.csv", csv_bytes(MIMIC_NOTE_COLUMNS, [long_row, note_row(NOTES[2])]))
     notes, counter = read_all(read_mimic_notes, path)
@@ -308,8 +308,8 @@ def test_icd_codes_with_every_bad_row_counted(tmp_path):
 
 def test_generated_codes_are_all_real(tmp_path):
     """The synthetic tree's codes are real: every one is in its own d_icd table and in the ontology packages."""
-    from pretrain.ontology import known_codes
-    from pretrain.synth import synthesize_mimic
+    from cmbert.data.ontology import known_codes
+    from cmbert.data.synth import synthesize_mimic
 
     synthesize_mimic(tmp_path, patients=40, seed=3)
     for table in ("diagnoses", "procedures"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import save_tiny_encoder
 
-from finetune.robustness.audit import (
+from cmbert.finetune.robustness.audit import (
     OTHER,
     bootstrap_ci,
     displacement,
@@ -24,7 +24,7 @@ from finetune.robustness.audit import (
     merge_rare_classes,
     paired_difference,
 )
-from finetune.robustness.perturb import (
+from cmbert.finetune.robustness.perturb import (
     MASK,
     OPERATORS,
     QUANTITIES,
@@ -336,11 +336,12 @@ def test_too_few_classes_is_a_clear_error():
 def tiny_run(tmp_path_factory):
     """A 40-patient synthetic MIMIC tree, its ICD-10 dataset, a tiny encoder with a tokenizer trained on the notes,
     and an untrained ICD head on that encoder (priors near 0.5, so its code sets move)."""
-    from finetune.icd.data import prepare_icd_dataset
-    from finetune.icd.model import IcdMeta, IcdModel
-    from pretrain.readers import read_mimic_notes
-    from pretrain.synth import synthesize_mimic
-    from pretrain.tokenizer import save_tokenizer, train_tokenizer
+    from cmbert.core.label_attention import IcdMeta, IcdModel
+    from cmbert.core.tokenizer_files import save_tokenizer
+    from cmbert.data.readers import read_mimic_notes
+    from cmbert.data.synth import synthesize_mimic
+    from cmbert.finetune.icd.data import prepare_icd_dataset
+    from cmbert.pretrain.tokenizer import train_tokenizer
 
     work = tmp_path_factory.mktemp("robustness")
     synthesize_mimic(work / "mimic", patients=60, seed=5)
@@ -362,7 +363,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.usefixtures("one_thread")
 def test_cmbert_audit_robustness_end_to_end(tiny_run, capsys):
-    from cmbert import main
+    from cmbert.cli import main
 
     out = tiny_run / "audit"
     main(["audit", "robustness", "--mimic", str(tiny_run / "mimic"), "--data", str(tiny_run / "data"),
@@ -407,7 +408,7 @@ def test_cmbert_audit_robustness_end_to_end(tiny_run, capsys):
 
 
 def test_own_split_and_clear_errors(tiny_run, capsys):
-    from finetune.robustness.audit import held_out_notes
+    from cmbert.finetune.robustness.audit import held_out_notes
 
     notes, info = held_out_notes(tiny_run / "mimic", None, ["test"], seed=0, max_notes=None, test_size=0.3,
                                  log=lambda message: None)
@@ -418,7 +419,7 @@ def test_own_split_and_clear_errors(tiny_run, capsys):
     assert [n.note_id for n in again] == [n.note_id for n in held_out_notes(
         tiny_run / "mimic", None, ["test"], seed=0, max_notes=5, test_size=0.3, log=lambda m: None)[0]]
 
-    from cmbert import main
+    from cmbert.cli import main
 
     with pytest.raises(SystemExit):
         main(["audit", "robustness", "--mimic", str(tiny_run / "mimic"), "--model", str(tiny_run / "encoder"),
@@ -432,7 +433,7 @@ def test_own_split_and_clear_errors(tiny_run, capsys):
 
 
 def test_operators_on_synthetic_notes_are_deterministic_and_count_every_note(tiny_run):
-    from pretrain.readers import read_mimic_notes
+    from cmbert.data.readers import read_mimic_notes
 
     texts = [n.text for n in itertools.islice(read_mimic_notes(tiny_run / "mimic/note/discharge.csv.gz"), 30)]
     rng = random.Random(0)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.ontology import titles
-from pretrain.synth import COMBINATION_CODES, _build_admission, _make_patient, _providers, synthesize_mimic
-from pretrain.synth_catalog import CHRONIC, CONDITIONS, FAMILY_HISTORY, FINDINGS, PROCEDURES
+from cmbert.data.ontology import titles
+from cmbert.data.synth import COMBINATION_CODES, _build_admission, _make_patient, _providers, synthesize_mimic
+from cmbert.data.synth_catalog import CHRONIC, CONDITIONS, FAMILY_HISTORY, FINDINGS, PROCEDURES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -375,7 +375,7 @@ def test_same_seed_same_bytes_in_another_process(main_run):
     """A second run, in a fresh interpreter with a different hash seed, writes byte-identical files."""
     root, _ = main_run
     again = root.parent / "again"
-    code = f"from pretrain.synth import synthesize_mimic; synthesize_mimic({str(again)!r}, {MAIN_PATIENTS}, seed=0)"
+    code = f"from cmbert.data.synth import synthesize_mimic; synthesize_mimic({str(again)!r}, {MAIN_PATIENTS}, seed=0)"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=300)
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())

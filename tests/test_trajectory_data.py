@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune.trajectory.data import (
+from cmbert.data.categories import CodeMapper
+from cmbert.data.synth import COLUMNS, synthesize_mimic
+from cmbert.finetune.trajectory.data import (
     DATASET_FILES,
     PARTIAL_MARKER,
     SPLITS,
@@ -31,9 +33,7 @@ from finetune.trajectory.data import (
     read_notes,
     read_patients,
 )
-from finetune.trajectory.train import build_split
-from finetune.trajectory.vocab import CodeMapper
-from pretrain.synth import COLUMNS, synthesize_mimic
+from cmbert.finetune.trajectory.train import build_split
 
 SYNTH_PATIENTS = 120
 TIME = "%Y-%m-%d %H:%M:%S"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from finetune.trajectory import metrics as M
-from finetune.trajectory.metrics import (
+from cmbert.finetune.trajectory import metrics as M
+from cmbert.finetune.trajectory.metrics import (
     AVERAGE_KS,
     TOP_KS,
     paired_bootstrap,

@@ -2,13 +2,17 @@
 CLI): one tiny `cmbert finetune trajectory train` run shared by the tests (report, plot, model folders, note cache
 reuse), `cmbert predict trajectory` from a MIMIC tree and from a JSON history, predictions equal to the run's own test
 scores, causality of the visit-sequence model, the baselines by hand, config errors, and the note embeddings
-(finetune/embeddings.py: pieces against whole-note pooling, chunking, the cache)."""
+(cmbert/core/embeddings.py: pieces against whole-note pooling, chunking, the cache)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,10 +21,10 @@ import pytest
 import torch
 from conftest import randomize_, save_tiny_encoder
 
-from finetune.trajectory.config import load_trajectory_config
-from finetune.trajectory.model import TrajectoryMeta, TrajectoryModel
-from finetune.trajectory.train import NotePieces, SplitData, Window, baseline_scores, collate, model_inputs
-from pretrain.config import ConfigError
+from cmbert.core.config import ConfigError
+from cmbert.finetune.trajectory.config import load_trajectory_config
+from cmbert.finetune.trajectory.model import TrajectoryMeta, TrajectoryModel
+from cmbert.finetune.trajectory.train import NotePieces, SplitData, Window, baseline_scores, collate, model_inputs
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "trajectory" / "demo.yaml"
 SYSTEMS = ("model:both", "model:codes", "model:notes", "baseline:repeat_last", "baseline:patient_frequent",
@@ -52,8 +56,8 @@ def note_cache_files(out: Path) -> list[Path]:
 def run(small_shards, tmp_path_factory, cmbert):
     """A prepared trajectory dataset of 120 synthetic patients, a tiny encoder with a real tokenizer, and one training
     run of every input set and baseline through the console script."""
-    from finetune.trajectory.data import prepare_trajectories
-    from pretrain.synth import synthesize_mimic
+    from cmbert.data.synth import synthesize_mimic
+    from cmbert.finetune.trajectory.data import prepare_trajectories
 
     work = tmp_path_factory.mktemp("trajectory")
     synthesize_mimic(work / "mimic", patients=120, seed=7)
@@ -64,10 +68,10 @@ def run(small_shards, tmp_path_factory, cmbert):
 
 
 def test_train_end_to_end_report_models_and_note_cache(run, monkeypatch):
-    import finetune.embeddings as embeddings
-    import finetune.trajectory.train as trajectory_train
-    from finetune.embeddings import model_hash
-    from finetune.trajectory.train import main
+    import cmbert.core.embeddings as embeddings
+    import cmbert.finetune.trajectory.train as trajectory_train
+    from cmbert.core.embeddings import model_hash
+    from cmbert.finetune.trajectory.train import main
 
     assert run.proc.returncode == 0, run.proc.stdout[-3000:] + run.proc.stderr[-3000:]
     out = run.out
@@ -137,8 +141,115 @@ def test_comparisons_name_their_systems(run):
     assert {c["system_b"] for c in report["comparisons"]} == set(SYSTEMS[1:])
 
 
+# --- resume after a kill, refusal of another config's run
+
+# Loaded by the console script of the killed run (PYTHONPATH): after the n-th checkpoint is written the process stops
+# itself, so the test SIGKILLs it at a known point of the run rather than racing it.
+STOP_AFTER_CHECKPOINT = '''
+import os
+import signal
+
+import cmbert.core.loop as loop
+
+_save, _written = loop.save_checkpoint, []
+
+
+def _stop_after(*args, **kwargs):
+    _save(*args, **kwargs)
+    _written.append(1)
+    if len(_written) == int(os.environ["STOP_AFTER_CHECKPOINTS"]):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+loop.save_checkpoint = _stop_after
+'''
+
+
+def cmbert_process(args: list, env: dict | None = None, log=None) -> subprocess.Popen:
+    """The installed `cmbert` console script on one thread (a tiny model on a shared CPU), offline; its output piped,
+    or into the open file `log`."""
+    script = Path(sys.executable).parent / "cmbert"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cmbert"]
+    full_env = {k: v for k, v in os.environ.items() if k != "CMBERT_DEBUG"}
+    full_env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **(env or {}))
+    return subprocess.Popen([*command, *map(str, args)], cwd=Path(__file__).resolve().parents[1], env=full_env,
+                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT if log else subprocess.PIPE,
+                            text=True)
+
+
+def cmbert_run(args: list) -> subprocess.CompletedProcess:
+    proc = cmbert_process(args)
+    stdout, stderr = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_a_killed_run_resumes_to_the_same_model_and_another_config_is_refused(run, tmp_path):
+    """`cmbert finetune trajectory train` SIGKILLed mid-epoch after a checkpoint, rerun with the same command,
+    trains the model (weights, history, metrics, per-step log) an uninterrupted run trains; a checkpoint or a
+    finished run of another config is refused with one line naming the folder."""
+    from safetensors.torch import load_file
+
+    from cmbert.core.runlog import read_jsonl
+
+    args = ["finetune", "trajectory", "train", "--config", DEMO, *train_overrides(run.work), "inputs=[both]",
+            "train.epochs=3", "train.patience=3", "train.schedule=linear", "train.checkpoint_every_steps=3",
+            "logging.every_steps=1", "bootstrap_resamples=0"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for out in (whole, killed):  # the note pieces the module's run embedded (a cache keyed by notes and encoder)
+        shutil.copytree(run.out / "cache", out / "cache")
+    done = cmbert_run([*args, f"out={whole}"])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STOP_AFTER_CHECKPOINT)
+    log = tmp_path / "killed.log"
+    with open(log, "w") as output:
+        proc = cmbert_process([*args, f"out={killed}"], {"PYTHONPATH": str(hook), "STOP_AFTER_CHECKPOINTS": "3"},
+                              output)
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once the process stopped itself (or exited)
+        assert os.WIFSTOPPED(status), log.read_text()[-3000:]
+        proc.kill()  # SIGKILL: no handler, no cleanup
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    folder = killed / "both"
+    state = torch.load(folder / "ckpt" / "state.pt", weights_only=False)["state"]
+    assert state["epoch"] >= 1 and 0 < state["batch"] and not (folder / "result.json").exists()  # mid-epoch 2
+
+    # Another config is refused, the checkpoint left as it was.
+    refused = cmbert_run([*args, f"out={killed}", "train.lr=2e-3"])
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr[-3000:]
+    assert refused.stderr.startswith(f"cmbert: error: {folder}: holds a checkpoint written under another config "
+                                     "(train.lr differs); use a new out folder, or remove"), refused.stderr
+    assert torch.load(folder / "ckpt" / "state.pt", weights_only=False)["state"] == state
+
+    resumed = cmbert_run([*args, f"out={killed}"])
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert f"resuming at epoch {state['epoch'] + 1} batch {state['batch']} (step {state['step']})" in resumed.stderr
+    a = load_file(str(whole / "both" / "model" / "model.safetensors"))
+    b = load_file(str(folder / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    report_a, report_b = (json.loads((out / "report.json").read_text())["systems"]["model:both"]
+                          for out in (whole, killed))
+    for key in ("val", "test", "history", "best_epoch", "epochs_run", "steps", "schedule"):
+        assert report_a[key] == report_b[key], key
+    assert report_a["schedule"] == "linear" and report_a["epochs_run"] == 3
+    logged_a, logged_b = (read_jsonl(out / "both" / "metrics.jsonl") for out in (whole, killed))
+    steps = [r["step"] for r in logged_b if "loss" in r]
+    assert steps == list(range(1, report_a["steps"] + 1))  # every step once: the redone ones replaced
+    assert [(r["step"], r.get("loss"), r.get("lr_model")) for r in logged_a] == \
+        [(r["step"], r.get("loss"), r.get("lr_model")) for r in logged_b]
+    assert not (folder / "ckpt").exists()
+
+    # A finished input set of another config is refused too (its model would stand in the report for a config it
+    # was not trained with).
+    refused = cmbert_run([*args, f"out={killed}", "train.lr=2e-3"])
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.startswith(f"cmbert: error: {folder}: holds a finished run written under another config "
+                                     "(train.lr differs)"), refused.stderr
+
+
 def test_predict_cli_from_mimic_and_from_json(run, cmbert, tmp_path):
-    from finetune.trajectory.data import read_patients
+    from cmbert.finetune.trajectory.data import read_patients
 
     subject = next(read_patients(run.work / "data", "test")).subject_id
     model = run.out / "both" / "model"
@@ -183,8 +294,8 @@ def check_ranked(ranked: list[dict], k: int) -> None:
 def test_predict_next_equals_the_runs_test_scores(run):
     """Test samples are (patient in file order, target visit t >= 1); predict_next on a patient's first k visits
     scores target k exactly as the training run did (k <= max_visits: the same window)."""
-    from finetune.trajectory.data import read_categories, read_patients
-    from finetune.trajectory.predict import history_from_mimic, predict_next
+    from cmbert.finetune.trajectory.data import read_categories, read_patients
+    from cmbert.finetune.trajectory.predict import history_from_mimic, predict_next
 
     scores = np.load(run.out / "test_scores_model_both.npy")
     categories = [c["id"] for c in read_categories(run.work / "data")["categories"]]
@@ -216,9 +327,9 @@ def test_encoder_fine_tuned_end_to_end(run, tmp_path):
     import transformers
     from safetensors.torch import load_file
 
-    from finetune.trajectory.data import read_categories, read_patients
-    from finetune.trajectory.predict import history_from_mimic, predict_next
-    from finetune.trajectory.train import main
+    from cmbert.finetune.trajectory.data import read_categories, read_patients
+    from cmbert.finetune.trajectory.predict import history_from_mimic, predict_next
+    from cmbert.finetune.trajectory.train import main
 
     out = tmp_path / "ft"
     report = main(load_trajectory_config(DEMO, [*train_overrides(run.work), f"out={out}", "inputs=[both]",
@@ -253,7 +364,7 @@ def test_encoder_fine_tuned_with_lora_on_pruned_layers(run, tmp_path):
     import transformers
     from safetensors.torch import load_file
 
-    from finetune.trajectory.train import main
+    from cmbert.finetune.trajectory.train import main
 
     out = tmp_path / "lora"
     report = main(load_trajectory_config(DEMO, [*train_overrides(run.work), f"out={out}", "inputs=[both]",
@@ -277,10 +388,10 @@ def test_encoder_fine_tuned_with_lora_on_pruned_layers(run, tmp_path):
 
 def test_fine_tuned_pieces_equal_the_frozen_path_and_carry_gradients(run):
     """The pieces the model computes from token chunks (with gradients) are those `embed_segments` gives."""
-    from finetune.embeddings import embed_segments, load_encoder
-    from finetune.icd.batches import collate as collate_chunks
-    from finetune.icd.batches import tokenize_notes
-    from finetune.trajectory.data import read_notes
+    from cmbert.core.embeddings import embed_segments, load_encoder
+    from cmbert.core.notes import collate as collate_chunks
+    from cmbert.core.notes import tokenize_notes
+    from cmbert.finetune.trajectory.data import read_notes
 
     encoder, tokenizer = load_encoder(run.work / "encoder", torch.device("cpu"), trainable=True)
     texts = [text for _, text in read_notes(run.work / "data")][:3]
@@ -428,6 +539,8 @@ def config_folders(tmp_path):
     (["train.select_metric=mar@0"], "train.select_metric"),
     (["train.select_metric=mar"], "train.select_metric"),
     (["model.hidden_size=30", "model.heads=4"], "model.hidden_size"),
+    (["train.warmup_fraction=1.5"], "train.warmup_fraction"),
+    (["train.schedule=cosine"], "train.schedule"),
     (["data=/nonexistent/trajectory-data"], "data"),
     (['data=""'], "data"),
 ])
@@ -452,11 +565,11 @@ def test_empty_encoder_is_refused_whatever_the_working_folder(config_folders, mo
         load_trajectory_config(DEMO, [f"data={data}", 'model.encoder=""'])
 
 
-# --- finetune.embeddings
+# --- cmbert.core.embeddings
 
 def test_segments_pool_to_the_whole_note_mean_and_long_notes_are_chunked(run):
-    from finetune.embeddings import embed_segments, embed_texts, load_encoder
-    from finetune.trajectory.data import read_notes
+    from cmbert.core.embeddings import embed_segments, embed_texts, load_encoder
+    from cmbert.finetune.trajectory.data import read_notes
 
     encoder, tokenizer = load_encoder(run.work / "encoder", torch.device("cpu"))
     texts = [text for _, text in read_notes(run.work / "data")][:4]
@@ -500,7 +613,7 @@ def test_segments_pool_to_the_whole_note_mean_and_long_notes_are_chunked(run):
 def test_cached_embeddings_key_on_text_and_weights(run, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from finetune.embeddings import cached_embeddings, load_encoder, model_hash
+    from cmbert.core.embeddings import cached_embeddings, load_encoder, model_hash
 
     folder = tmp_path / "encoder"
     shutil.copytree(run.work / "encoder", folder)
@@ -539,7 +652,7 @@ def test_cached_embeddings_key_on_text_and_weights(run, tmp_path):
 def test_cached_embeddings_resume_after_a_kill(run, tmp_path, monkeypatch):
     """Blocks are saved as they finish: a run killed in its second block recomputes only what is missing, and the
     merged result (offsets shifted past earlier blocks) equals one uninterrupted pass."""
-    from finetune import embeddings
+    from cmbert.core import embeddings
 
     texts = [f"Visit {i}: chest pain, troponin negative, discharged on aspirin {i} mg." * (1 + i % 3)
              for i in range(5)]
@@ -566,6 +679,6 @@ def test_cached_embeddings_resume_after_a_kill(run, tmp_path, monkeypatch):
 
 
 def embed_direct(encoder, tokenizer, texts: list[str]) -> np.ndarray:
-    from finetune.embeddings import embed_texts
+    from cmbert.core.embeddings import embed_texts
 
     return embed_texts(encoder, tokenizer, texts, 128, 64, pooling="mean")

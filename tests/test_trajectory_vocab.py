@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.trajectory.vocab import VOCABULARIES, CodeMapper, _hcup_ccs10, describe
-from pretrain.ontology import titles
-from pretrain.synth_catalog import CONDITIONS
+from cmbert.data.categories import VOCABULARIES, CodeMapper, _hcup_ccs10, describe
+from cmbert.data.ontology import titles
+from cmbert.data.synth_catalog import CONDITIONS
 
 
 @pytest.fixture(scope="module")

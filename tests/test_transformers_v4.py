@@ -1,4 +1,4 @@
-"""Our exports load *correctly* in transformers 4.57, not only in 5.x (ARCHITECTURE.md, contract 3).
+"""Our exports load *correctly* in transformers 4.57, not only in 5.x (docs/ARCHITECTURE.md, "v4 and v5 exports").
 
 transformers 4.48-4.57 read `global_rope_theta` / `local_rope_theta` / `global_attn_every_n_layers` and silently use
 their defaults when a key is absent, so a v5-only config.json with non-default RoPE thetas loads with no warning and
@@ -24,10 +24,11 @@ import torch
 from conftest import OFFLINE, V4_VERSION, randomize_
 from transformers import ModernBertConfig
 
-from modeling import ModernBertForMaskedLM, set_special_token_ids
-from pretrain.readers import read_mimic_notes
-from pretrain.synth import synthesize_mimic
-from pretrain.tokenizer import padded_vocab_size, save_tokenizer, train_tokenizer
+from cmbert.core.tokenizer_files import save_tokenizer
+from cmbert.data.readers import read_mimic_notes
+from cmbert.data.synth import synthesize_mimic
+from cmbert.modeling import ModernBertForMaskedLM, set_special_token_ids
+from cmbert.pretrain.tokenizer import padded_vocab_size, train_tokenizer
 
 pytestmark = pytest.mark.slow
 

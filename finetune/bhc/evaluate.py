@@ -10,7 +10,7 @@ or of an older build of this one) is refused, and so is a run missing a note.
 
 Per system: ROUGE-1/2/L/Lsum F (mean over notes and a seeded 95 % bootstrap interval over notes; P and R means too),
 BERTScore P/R/F1 with `--similarity-model` (any local encoder folder; default: the encoder the first encoder-based
-run used; `finetune.bhc.metrics.BertScorer` for the definition, layer and long-text choices), mean summary words
+run used; `cmbert.finetune.bhc.metrics.BertScorer` for the definition, layer and long-text choices), mean summary words
 beside the mean target words. `workers` processes share ROUGE and the oracle baseline (pure Python; the same numbers
 in any number of processes).
 
@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.bhc.metrics import ROUGE_TYPES, BertScorer, bootstrap_ci, parallel_map, rouge_scores
-from finetune.bhc.pairs import read_split, split_fingerprint
-from finetune.bhc.selection import LengthRule, lead, oracle
-from finetune.bhc.sentences import assemble
-from finetune.bhc.summarize import FIT_TRAIN_NOTES, read_summaries
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.finetune.bhc.metrics import ROUGE_TYPES, BertScorer, bootstrap_ci, parallel_map, rouge_scores
+from cmbert.finetune.bhc.pairs import read_split, split_fingerprint
+from cmbert.finetune.bhc.selection import LengthRule, lead, oracle
+from cmbert.finetune.bhc.sentences import assemble
+from cmbert.finetune.bhc.summarize import FIT_TRAIN_NOTES, read_summaries
 
 
 def _mean_ci(values: Sequence[float], seed: int, resamples: int) -> dict:
@@ -60,7 +61,7 @@ def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, spli
     skipped: Counter = Counter()
     pairs = read_split(data, split, skipped)
     if not pairs:
-        raise ValueError(f"{data}: the {split} split has no usable pairs")
+        raise UserError(f"{data}: the {split} split has no usable pairs")
     fingerprint = split_fingerprint(pairs)
     systems: dict[str, dict] = {}
     taken: set[str] = set()
@@ -68,18 +69,18 @@ def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, spli
     for run in map(Path, runs):
         path = run / "report.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{run}: no report.json (not a `cmbert bhc summarize` run folder)")
+            raise MissingInput(f"{run}: no report.json (not a `cmbert bhc summarize` run folder)")
         report = json.loads(path.read_text(encoding="utf-8"))
         recorded = report.get("data", {}).get("splits", {}).get(split, {}).get("fingerprint")
         if recorded is None:
-            raise ValueError(f"{run}: no summaries of the {split} split (run summarize with --splits {split})")
+            raise UserError(f"{run}: no summaries of the {split} split (run summarize with --splits {split})")
         if recorded != fingerprint:
-            raise ValueError(f"{run}: its {split} summaries are of another dataset (fingerprint {recorded}, "
-                             f"{data} has {fingerprint})")
+            raise UserError(f"{run}: its {split} summaries are of another dataset (fingerprint {recorded}, "
+                            f"{data} has {fingerprint})")
         summaries = read_summaries(run, split)
         missing = [p.note_id for p in pairs if p.note_id not in summaries]
         if missing:
-            raise ValueError(f"{run}: {len(missing)} {split} notes have no summary (e.g. note_id {missing[0]})")
+            raise UserError(f"{run}: {len(missing)} {split} notes have no summary (e.g. note_id {missing[0]})")
         name = _system_name(run, report["method"], taken)
         systems[name] = {"method": report["method"], "run": str(run),
                          "summaries": [summaries[p.note_id] for p in pairs]}
@@ -99,7 +100,7 @@ def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, spli
             systems[name] = {"method": method, "run": None, "summaries": summaries,
                              "length_rule": rule.to_dict() if method == "lead" else None}
     if not systems:
-        raise ValueError("nothing to evaluate: give --summaries RUN ... or keep the baselines")
+        raise UserError("nothing to evaluate: give --summaries RUN ... or keep the baselines")
     model = similarity_model or default_model
     scorer = None
     if model is not None:
@@ -155,6 +156,22 @@ def evaluate(data: str | Path, runs: Sequence[str | Path], out: str | Path, spli
     return report
 
 
+
+def evaluate_from_config(cfg) -> dict:
+    """`evaluate` with the settings of a `BhcEvaluateConfig` (cmbert.finetune.bhc.config); workers 0: every core."""
+    import os
+
+    return evaluate(cfg.data, cfg.summaries, cfg.out, split=cfg.split, similarity_model=cfg.similarity_model,
+                    layer=cfg.layer, idf=cfg.idf, baselines=cfg.baselines, bootstrap=cfg.bootstrap, seed=cfg.seed,
+                    workers=cfg.workers or os.cpu_count() or 1)
+
+
+def format_evaluation(report: dict, out: str) -> str:
+    """What `cmbert bhc evaluate` prints: the table on stdout, the files written on stderr."""
+    import sys
+
+    print(f"-> {out}/report.json, report.md, per_note.jsonl.gz", file=sys.stderr)
+    return format_table(report)
 def format_table(report: dict) -> str:
     """A markdown table of the systems: ROUGE F (x100, with the 95 % interval of R-1), BERTScore F1, lengths."""
     head = "| system | method | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | BERTScore F1 | words (target) |"

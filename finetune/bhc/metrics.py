@@ -5,7 +5,7 @@ Porter stemmer, through a tokenizer that caches stems (`RougeTokenizer`: the sam
 ROUGE-1/2 are its `RougeScorer`; its pure-Python LCS tables made ROUGE-L/Lsum ~0.35 s per note-length pair (hours on
 MIMIC-IV's test split), so `lcs_scores` / `summary_lcs_scores` compute the same algorithm faster (the tests check
 all four numbers equal RougeScorer(use_stemmer=True)'s to 1e-12). ROUGE-Lsum reads newline-separated sentences: a
-reference and a summary are laid out one unit per line by `finetune.bhc.sentences.lines_for_lsum` first.
+reference and a summary are laid out one unit per line by `cmbert.finetune.bhc.sentences.lines_for_lsum` first.
 `ngram_rouge` is the fast n-gram ROUGE on pre-tokenized text that the greedy oracle and the scorer's labels use
 (thousands of calls per note; same tokens and clipped counts as rouge-score's ROUGE-N).
 
@@ -22,14 +22,14 @@ Choices where bert_score has none for our model:
   keeps the first k layers and the final LayerNorm, exactly what bert_score's `num_layers=k` does to a model with a
   `.layers` list such as ModernBERT, so the two agree for every k (tested for the last layer and one below).
 - Long texts. bert_score truncates at the tokenizer's `model_max_length` (512 for BERT, most of a BHC lost). Here a
-  text is tokenized whole and read in chunks of the model's context ([CLS] piece [SEP] each, `finetune.icd.batches`),
+  text is tokenized whole and read in chunks of the model's context ([CLS] piece [SEP] each, `cmbert.core.notes`),
   and the token states of all chunks are concatenated: each token is matched against the whole other text. For a
   text that fits one chunk this is bert_score's computation exactly.
 - Padding. bert_score pads a batch and zeroes the similarities at padded positions before its max, so a token whose
   every similarity is negative scores 0 inside a padded batch and its true maximum alone: a batch-dependent value.
   Pairs are matched one at a time here (the true maximum), which equals bert_score run with batch_size=1.
-ModernBERT folders run on our encoder's unpadded path (`modeling.ModernBertModel`); other encoders go through
-`finetune.embeddings.load_encoder`'s padded wrapper and support only the last layer.
+ModernBERT folders run on our encoder's unpadded path (`cmbert.modeling.ModernBertModel`); other encoders go through
+`cmbert.core.embeddings.load_encoder`'s padded wrapper and support only the last layer.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from cmbert.core.errors import UserError
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -109,7 +111,7 @@ LSUM_CACHE_ENTRIES = 200_000
 
 
 def _rouge_pair(pair: tuple[str, str]) -> dict[str, dict[str, float]]:
-    from finetune.bhc.sentences import lines_for_lsum
+    from cmbert.finetune.bhc.sentences import lines_for_lsum
 
     target, prediction = pair
     tokenize = rouge_tokenizer().tokenize
@@ -229,7 +231,7 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0, 
 def idf_weights(references: Sequence[str], tokenizer) -> dict[int, float]:
     """bert_score's idf over the references: log((M + 1) / (df + 1)) for a token id in df of the M references; an
     id in none gets log(M + 1) (`BertScorer.with_idf` applies that default)."""
-    from finetune.icd.batches import tokenize_notes
+    from cmbert.core.notes import tokenize_notes
 
     notes = tokenize_notes(tokenizer, [r.strip() for r in references], max_tokens=1 << 62)
     df: Counter = Counter()
@@ -246,7 +248,7 @@ class BertScorer:
                  tokens_per_batch: int = 16384):
         import torch
 
-        from finetune.embeddings import context_length, load_encoder, model_config
+        from cmbert.core.embeddings import context_length, load_encoder, model_config
 
         self.folder = Path(folder)
         self.device = torch.device(device)
@@ -254,9 +256,9 @@ class BertScorer:
         depth = len(getattr(self.encoder, "layers", []))
         if layer is not None:
             if model_config(self.folder).get("model_type") != "modernbert":
-                raise ValueError(f"{folder}: choosing a layer needs a ModernBERT folder (other encoders: the last)")
+                raise UserError(f"{folder}: choosing a layer needs a ModernBERT folder (other encoders: the last)")
             if not 1 <= layer <= depth:
-                raise ValueError(f"layer must be in 1..{depth} for {folder}, got {layer}")
+                raise UserError(f"layer must be in 1..{depth} for {folder}, got {layer}")
             # bert_score's num_layers: keep the first `layer` layers; the final LayerNorm still runs after them.
             self.encoder.layers = self.encoder.layers[:layer]
         self.layer = layer if layer is not None else depth or None
@@ -269,7 +271,7 @@ class BertScorer:
         """Per text: (L2-normalised token states [n, hidden] float32 over all its chunks, token weights [n])."""
         import torch
 
-        from finetune.icd.batches import collate, token_budget_batches, tokenize_notes
+        from cmbert.core.notes import collate, token_budget_batches, tokenize_notes
 
         config = self.encoder.config
         notes = tokenize_notes(self.tokenizer, [t.strip() for t in texts], max_tokens=1 << 62)

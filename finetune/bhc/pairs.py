@@ -5,7 +5,7 @@ The files are `cmbert bhc prepare`'s (`DATA/{train,validation,test}.jsonl.gz`, o
 "hadm_id", "source", "target"}` a line; `DATA/report.json` is written last, so a folder without it is unfinished).
 A pair that cannot be summarised or scored is skipped and counted by reason: ``malformed_record`` (not a JSON object
 with string note_id / source / target), ``empty_target``, ``no_source_sentences`` (no candidate sentence:
-`finetune.bhc.sentences.candidate_sentences`), ``duplicate_note_id``.
+`cmbert.finetune.bhc.sentences.candidate_sentences`), ``duplicate_note_id``.
 
 `split_fingerprint` hashes (note_id, source, target) of every pair kept, in order: a run folder records it for each
 split it summarised, and `cmbert bhc evaluate` refuses summaries of another dataset (or of another version of it).
@@ -20,9 +20,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.bhc.metrics import ngram_counts, rouge_tokenizer
-from finetune.bhc.prepare import split_path
-from finetune.bhc.sentences import Unit, candidate_sentences, unit_text
+from cmbert.finetune.bhc.metrics import ngram_counts, rouge_tokenizer
+from cmbert.finetune.bhc.prepare import split_path
+from cmbert.finetune.bhc.sentences import Unit, candidate_sentences, unit_text
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 From each discharge summary of MIMIC-IV-Note `note/discharge.csv.gz` (or a discharge CSV given directly), a pair:
 source = the note without its Brief Hospital Course section, target = that section (the split rules, headings and
-the choices about TRANSITIONAL ISSUES, repeated BHC headings and `source_sections` are in `finetune.bhc.sections`).
+the choices about TRANSITIONAL ISSUES, repeated BHC headings and `source_sections` are in `cmbert.finetune.bhc.sections`).
 
 Cleaning, in this order (every note read ends as a pair or as a skip counted by reason in report.json):
-1. The reader's own checks (`pretrain.readers.read_mimic_notes`): ``malformed_row``, ``invalid_utf8``,
+1. The reader's own checks (`cmbert.data.readers.read_mimic_notes`): ``malformed_row``, ``invalid_utf8``,
    ``missing_note_id``, ``bad_subject_id``, ``bad_hadm_id``, ``bad_note_seq``, ``missing_text``, ``empty_text``. A
    truncated gzip or an unterminated quote stops the build with a one-line error (`ReadError`).
 2. ``not_discharge_summary``: a note_type other than DS (e.g. a radiology file passed by mistake). An empty
@@ -26,7 +26,7 @@ Cleaning, in this order (every note read ends as a pair or as a skip counted by 
 
 Splits by patient (no patient in two splits): subject ids of the kept pairs are shuffled with `seed` into
 train / validation / test (`test_size`, `val_size` of patients; default 80/10/10) by
-`finetune.datasets.assign_splits`, as the trajectory builder does. `split_from` (split.csv files of other tasks, e.g.
+`cmbert.core.builds.assign_splits`, as the trajectory builder does. `split_from` (split.csv files of other tasks, e.g.
 the ICD dataset's) fixes the split of every patient it lists (held out in any file wins) and sends unlisted patients
 to train, so the patients the pretraining corpus excluded are the held-out ones here too.
 
@@ -62,8 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.bhc.sections import SOURCE_SECTIONS, BhcSplit, split_bhc
-from finetune.datasets import (
+from cmbert.core.builds import (
     assign_splits,
     build_atomically,
     check_output,
@@ -73,17 +72,20 @@ from finetune.datasets import (
     read_split_files,
     split_file_paths,
 )
-from pretrain.readers import SkipCounter, read_mimic_notes
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.core.io import SkipCounter
+from cmbert.data.readers import read_mimic_notes
+from cmbert.finetune.bhc.sections import SOURCE_SECTIONS, BhcSplit, split_bhc
 
 SPLITS = ("train", "validation", "test")
-# `finetune.datasets.assign_splits` and split.csv name the validation split "val" (the ICD and trajectory convention).
+# `cmbert.core.builds.assign_splits` and split.csv name the validation split "val" (the ICD and trajectory convention).
 _SPLIT_OF_LABEL = {"train": "train", "val": "validation", "test": "test"}
 BUDGETS = (512, 2048, 4096, 8192)
 NOTES_TABLE = "note/discharge"
 PARTIAL_MARKER = ".bhc_prepare_partial"
 STAGING_FILE = "pairs.staging"
 DATASET_FILES = ("train.jsonl.gz", "validation.jsonl.gz", "test.jsonl.gz", "split.csv", "exclude_subjects.txt",
-                 "report.json")
+                 "report.json", "config.yaml", "provenance.json")  # the last two: `cmbert bhc prepare` writes them
 TOKEN_BATCH = 64  # pairs per tokenizer call: the fast tokenizer spreads a batch over the cores
 
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -121,7 +123,7 @@ def deid_share(text: str) -> float:
 
 @dataclass(frozen=True)
 class CleaningRules:
-    source_sections: str = "all"  # "all" | "before" (see finetune.bhc.sections)
+    source_sections: str = "all"  # "all" | "before" (see cmbert.finetune.bhc.sections)
     min_target_words: int = 20
     min_source_words: int = 100
     deid_token: str | None = None  # None keeps MIMIC's `___`
@@ -129,13 +131,13 @@ class CleaningRules:
 
     def check(self) -> None:
         if self.source_sections not in SOURCE_SECTIONS:
-            raise ValueError(f"source_sections must be one of {', '.join(SOURCE_SECTIONS)}, "
-                             f"got {self.source_sections!r}")
+            raise UserError(f"source_sections must be one of {', '.join(SOURCE_SECTIONS)}, "
+                            f"got {self.source_sections!r}")
         if self.min_target_words < 1 or self.min_source_words < 1:
-            raise ValueError("min_target_words and min_source_words must be at least 1, got "
-                             f"{self.min_target_words} and {self.min_source_words}")
+            raise UserError("min_target_words and min_source_words must be at least 1, got "
+                            f"{self.min_target_words} and {self.min_source_words}")
         if self.deid_token is not None and not self.deid_token.strip():
-            raise ValueError("deid_token must be a visible placeholder such as [DEID]")
+            raise UserError("deid_token must be a visible placeholder such as [DEID]")
 
 
 def make_pair(text: str, rules: CleaningRules) -> BhcSplit | str:
@@ -209,13 +211,13 @@ def _split_lengths(pairs: list[_StagedPair], special_tokens: int | None) -> dict
 def split_path(data: str | Path, split: str) -> Path:
     """One split's file in a finished prepared folder (report.json, written last, marks it finished)."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     data = Path(data)
     if not (data / "report.json").is_file():
-        raise FileNotFoundError(f"{data}: no report.json (not a finished `cmbert bhc prepare` folder)")
+        raise MissingInput(f"{data}: no report.json (not a finished `cmbert bhc prepare` folder)")
     path = data / f"{split}.jsonl.gz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such split file")
+        raise MissingInput(f"{path}: no such split file")
     return path
 
 
@@ -272,8 +274,8 @@ def _notes_path(mimic: Path) -> Path:
     if mimic.is_file():
         return mimic
     if not mimic.is_dir():
-        raise FileNotFoundError(f"{mimic}: no such file or folder (expected a MIMIC-IV root with "
-                                "note/discharge.csv.gz, or that file)")
+        raise MissingInput(f"{mimic}: no such file or folder (expected a MIMIC-IV root with "
+                           "note/discharge.csv.gz, or that file)")
     return mimic_table(mimic, NOTES_TABLE, "the BHC dataset reads MIMIC-IV-Note note/discharge.csv.gz")
 
 
@@ -285,9 +287,9 @@ def _check_not_beside_input(out: Path, notes_path: Path, mimic: Path) -> None:
     roots = [mimic.resolve()] if mimic.is_dir() else [folder.parent] if folder.name == "note" else []
     for root in roots:
         if out_abs == root or root in out_abs.parents:
-            raise ValueError(f"{out}: inside the MIMIC-IV folder {root}; write the dataset somewhere else")
+            raise UserError(f"{out}: inside the MIMIC-IV folder {root}; write the dataset somewhere else")
     if out_abs == folder or out_abs.parent == folder:
-        raise ValueError(f"{out}: beside the input file {notes_path}; write the dataset somewhere else")
+        raise UserError(f"{out}: beside the input file {notes_path}; write the dataset somewhere else")
 
 
 def _build(work: Path, notes_path: Path, rules: CleaningRules, tokenizer: Path | None, seed: int, test_size: float,
@@ -332,7 +334,7 @@ def _build(work: Path, notes_path: Path, rules: CleaningRules, tokenizer: Path |
     del seen
     if not staged:
         skipped = ", ".join(f"{reason} {n:,}" for reason, n in notes.skipped.most_common()) or "none"
-        raise ValueError(f"{notes_path}: no BHC pairs from {notes.read:,} notes (skipped: {skipped})")
+        raise UserError(f"{notes_path}: no BHC pairs from {notes.read:,} notes (skipped: {skipped})")
     log(f"{notes.read:,} notes read, {len(staged):,} pairs staged")
 
     # --- Split by patient.
@@ -413,8 +415,8 @@ def prepare_bhc_dataset(mimic: str | Path, out: str | Path, tokenizer: str | Pat
     _check_not_beside_input(out, notes_path, mimic)
     tokenizer = Path(tokenizer) if tokenizer is not None else None
     if tokenizer is not None and not tokenizer.is_dir():
-        raise FileNotFoundError(f"{tokenizer}: no such folder (--tokenizer takes a local tokenizer or model folder, "
-                                "never a hub name)")
+        raise MissingInput(f"{tokenizer}: no such folder (--tokenizer takes a local tokenizer or model folder, "
+                           "never a hub name)")
     split_files = split_file_paths(split_from)
     check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a BHC dataset")
 
@@ -428,6 +430,19 @@ def prepare_bhc_dataset(mimic: str | Path, out: str | Path, tokenizer: str | Pat
     return report
 
 
+
+def prepare_from_config(cfg) -> dict:
+    """`prepare_bhc_dataset` with the settings of a `BhcPrepareConfig` (cmbert.finetune.bhc.config)."""
+    rules = CleaningRules(source_sections=cfg.source_sections, min_target_words=cfg.min_target_words,
+                          min_source_words=cfg.min_source_words, deid_token=cfg.deid_token)
+    return prepare_bhc_dataset(cfg.mimic, cfg.out, tokenizer=cfg.tokenizer, rules=rules, seed=cfg.seed,
+                               split_from=cfg.split_from, overwrite=cfg.overwrite)
+
+
+def format_prepared(report: dict, out: str) -> str:
+    """`format_summary` and where the dataset is: what `cmbert bhc prepare` prints."""
+    return (f"{format_summary(report)}\ndataset in {out} (report.json; exclude_subjects.txt for `cmbert corpus build "
+            "--exclude-subjects`)")
 def format_summary(report: dict) -> str:
     """The lines `cmbert bhc prepare` prints: counts, skips, and per split the median lengths and how many sources
     fit whole in each budget. Counts and lengths only."""

@@ -11,7 +11,7 @@ head (ridge regression over an alpha grid, or a one-hidden-layer MLP), are chose
 summaries each candidate builds on validation notes.
 
 Features (`features`), one row per candidate sentence:
-- the encoder's mean-pooled sentence embedding (frozen; `finetune.embeddings`);
+- the encoder's mean-pooled sentence embedding (frozen; `cmbert.core.embeddings`);
 - the section it sits under, one-hot over the sections that head >= 2 % of train notes (at most 40, plus "other"
   and "none"): History of Present Illness and Discharge Diagnosis sentences tend to reappear in a BHC, exam and lab
   lines rarely;
@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune.bhc.metrics import ngram_counts, ngram_rouge
-from finetune.bhc.pairs import Pair
-from finetune.bhc.selection import LengthRule, centred_cosine, relative_positions, select_to_budget
+from cmbert.core.errors import UserError
+from cmbert.finetune.bhc.metrics import ngram_counts, ngram_rouge
+from cmbert.finetune.bhc.pairs import Pair
+from cmbert.finetune.bhc.selection import LengthRule, centred_cosine, relative_positions, select_to_budget
 
 LABELS = ("precision", "f")
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
@@ -161,7 +162,7 @@ def train_scorer(train: Sequence[Pair], train_vectors: Sequence[np.ndarray], val
     """Fit every (label, head) candidate on train, keep the one whose validation summaries (selected as
     `cmbert bhc summarize` selects: the budget, then `max_similarity` redundancy control) score best."""
     if not train or not validation:
-        raise ValueError("the scorer needs train and validation pairs")
+        raise UserError("the scorer needs train and validation pairs")
     sections = section_vocabulary(train)
     x = np.vstack([features(p, v, sections) for p, v in zip(train, train_vectors, strict=True)])
     mean, std = x.mean(axis=0), x.std(axis=0)

@@ -8,7 +8,7 @@ of `=` or `-`, which belongs to the heading). Names are matched whole: "Hospital
 
 - BHC headings (`BHC_HEADING`): "Brief Hospital Course", "Hospital Course", each optionally followed by "by
   problem(s)" / "by system(s)" / "by issue(s)" ("Brief Hospital Course by Problem:").
-- Top-level headings (`TOP_LEVEL_HEADINGS`): the MIMIC-IV discharge layout (reference/data.md §4) with the spelling
+- Top-level headings (`TOP_LEVEL_HEADINGS`): the MIMIC-IV discharge layout with the spelling
   variants real notes use: Chief Complaint, Major Surgical or Invasive Procedure, History of Present Illness, Past
   Medical History, Social History, Family History, (Admission / Discharge) Physical Exam(ination), Pertinent Results,
   Medications on Admission, Discharge Medication(s), Discharge Disposition, Discharge Diagnosis / Diagnoses,
@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from cmbert.core.errors import UserError
 
 SOURCE_SECTIONS = ("all", "before")
 
@@ -108,7 +110,7 @@ def split_bhc(text: str, source_sections: str = "all") -> BhcSplit | str:
     stripped of surrounding whitespace; or the reason there is no pair: "no_bhc_section", "multiple_bhc_sections",
     "empty_bhc_section"."""
     if source_sections not in SOURCE_SECTIONS:
-        raise ValueError(f"source_sections must be one of {', '.join(SOURCE_SECTIONS)}, got {source_sections!r}")
+        raise UserError(f"source_sections must be one of {', '.join(SOURCE_SECTIONS)}, got {source_sections!r}")
     sections: list[tuple[Heading, int]] = []  # (BHC heading, end of its body)
     open_heading: Heading | None = None
     continued = False

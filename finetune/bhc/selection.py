@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from finetune.bhc.metrics import ngram_counts
-from finetune.bhc.pairs import Pair
+from cmbert.core.errors import UserError
+from cmbert.finetune.bhc.metrics import ngram_counts
+from cmbert.finetune.bhc.pairs import Pair
 
 
 @dataclass
@@ -51,14 +52,14 @@ class LengthRule:
     @classmethod
     def fixed(cls, words: int) -> LengthRule:
         if words < 1:
-            raise ValueError(f"--length must be >= 1 word, got {words}")
+            raise UserError(f"--length must be >= 1 word, got {words}")
         return cls("fixed", words=words)
 
     @classmethod
     def fit(cls, train: Sequence[Pair]) -> LengthRule:
         if not train:
-            raise ValueError("the length rule is fitted on the train split, which has no usable pairs (or give "
-                             "--length N)")
+            raise UserError("the length rule is fitted on the train split, which has no usable pairs (or give "
+                            "--length N)")
         target = np.asarray([p.target_words for p in train], dtype=np.float64)
         ratios = target / np.maximum([p.source_words for p in train], 1)
         return cls("ratio", ratio=float(np.median(ratios)), min_words=int(np.percentile(target, 10)),

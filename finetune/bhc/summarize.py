@@ -2,7 +2,7 @@
 
     cmbert bhc summarize --data runs/bhc --model runs/demo/model --method scorer --out runs/bhc-scorer
 
-Methods (`METHODS`; details in `finetune.bhc.selection` and `finetune.bhc.scorer`): ``lead`` (lead-k), ``oracle``
+Methods (`METHODS`; details in `cmbert.finetune.bhc.selection` and `cmbert.finetune.bhc.scorer`): ``lead`` (lead-k), ``oracle``
 (greedy ROUGE oracle, an upper bound), ``centrality`` (LexRank on our encoder's sentence embeddings, unsupervised),
 ``scorer`` (a head trained on train-split sentence -> ROUGE labels over frozen embeddings + position/section
 features, chosen on validation). Every method but the oracle fills the same per-note word budget
@@ -11,13 +11,13 @@ features, chosen on validation). Every method but the oracle fills the same per-
 Run folder (`--out`):
 - `summaries/{split}.jsonl.gz`: `{"note_id", "summary", "sentences", "budget"}` a line: the summary (one source
   sentence per line, in source order), the indices of its sentences among the note's candidate sentences
-  (`finetune.bhc.sentences.candidate_sentences`) and the word budget. Note text stays here, on disk.
+  (`cmbert.finetune.bhc.sentences.candidate_sentences`) and the word budget. Note text stays here, on disk.
 - `report.json`: method, encoder and its hash, the dataset and each split's fingerprint, the length rule, counts
   (notes, skips by reason, mean summary and target words), seconds per step. Numbers and ids only.
 - `scorer.json` + `scorer.pt` (method scorer): the trained head, reused by a later run into the same folder when the
   encoder, the train split and the settings match (so `--splits test` after a first run does not retrain).
 - `embeddings/` (unless `--cache` points elsewhere): sentence embeddings cached by encoder and text
-  (`finetune.embeddings.cached_embeddings`), so rerunning or trying another method with the same `--cache` embeds
+  (`cmbert.core.embeddings.cached_embeddings`), so rerunning or trying another method with the same `--cache` embeds
   nothing twice.
 
 Nothing the command prints or writes to report.json contains note text.
@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.bhc.pairs import Pair, read_split, split_fingerprint
-from finetune.bhc.selection import LengthRule, centrality_scores, centred_cosine, lead, oracle, select_to_budget
-from finetune.bhc.sentences import assemble
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.finetune.bhc.pairs import Pair, read_split, split_fingerprint
+from cmbert.finetune.bhc.selection import LengthRule, centrality_scores, centred_cosine, lead, oracle, select_to_budget
+from cmbert.finetune.bhc.sentences import assemble
 
 METHODS = ("lead", "oracle", "centrality", "scorer")
 ENCODER_METHODS = ("centrality", "scorer")
@@ -58,8 +59,8 @@ def _log(message: str) -> None:
 def sentence_vectors(pairs: Sequence[Pair], model: Path, cache_dir: Path, encoder, precision: str = "fp32",
                      progress: bool = True) -> list[np.ndarray]:
     """Each pair's candidate sentences embedded (mean-pooled final states, our encoder's unpadded path), cached."""
-    from finetune.embeddings import cached_embeddings, context_length
-    from finetune.icd.batches import device_and_dtype
+    from cmbert.core.embeddings import cached_embeddings, context_length
+    from cmbert.core.runtime import device_and_dtype
 
     device, dtype = device_and_dtype(precision, "auto")
     texts = [t for p in pairs for t in p.texts]
@@ -76,8 +77,8 @@ class _Encoder:
         self.model, self.precision, self.loaded = model, precision, None
 
     def __call__(self, pairs: Sequence[Pair], cache_dir: Path, progress: bool) -> list[np.ndarray]:
-        from finetune.embeddings import cache_file, context_length, load_encoder
-        from finetune.icd.batches import device_and_dtype
+        from cmbert.core.embeddings import cache_file, context_length, load_encoder
+        from cmbert.core.runtime import device_and_dtype
 
         device, dtype = device_and_dtype(self.precision, "auto")
         texts = [t for p in pairs for t in p.texts]
@@ -95,9 +96,9 @@ def _check_run_folder(out: Path, method: str, model_hash: str | None, data: Path
         return {}
     report = json.loads(path.read_text(encoding="utf-8"))
     if report.get("method") != method or report.get("model_hash") != model_hash:
-        raise ValueError(f"{out} holds a {report.get('method')} run with another setup; choose another --out")
+        raise UserError(f"{out} holds a {report.get('method')} run with another setup; choose another --out")
     if Path(report["data"]["path"]).resolve() != data.resolve():
-        raise ValueError(f"{out} holds summaries of {report['data']['path']}, not {data}; choose another --out")
+        raise UserError(f"{out} holds summaries of {report['data']['path']}, not {data}; choose another --out")
     return report
 
 
@@ -106,19 +107,19 @@ def summarize(data: str | Path, out: str | Path, method: str, model: str | Path 
               cache_dir: str | Path | None = None, max_train_notes: int = FIT_TRAIN_NOTES, max_validation_notes: int = 500,
               precision: str = "fp32", seed: int = 0, progress: bool = True) -> dict:
     """Write `out`/summaries/{split}.jsonl.gz and `out`/report.json (see the module docstring); returns the report."""
-    from finetune.bhc import scorer as scorer_lib
+    from cmbert.finetune.bhc import scorer as scorer_lib
 
     start = time.perf_counter()
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        raise UserError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     data, out = Path(data), Path(out)
     model_hash = None
     if method in ENCODER_METHODS:
-        from finetune.embeddings import model_config
-        from finetune.embeddings import model_hash as hash_of
+        from cmbert.core.embeddings import model_config
+        from cmbert.core.embeddings import model_hash as hash_of
 
         if model is None:
-            raise ValueError(f"--method {method} needs --model (an encoder folder)")
+            raise UserError(f"--method {method} needs --model (an encoder folder)")
         model = Path(model)
         model_config(model)  # a clear error for a folder without config.json
         model_hash = hash_of(model)
@@ -233,10 +234,28 @@ def _write_jsonl_gz(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+
+def summarize_from_config(cfg) -> dict:
+    """`summarize` with the settings of a `BhcSummarizeConfig` (cmbert.finetune.bhc.config)."""
+    return summarize(cfg.data, cfg.out, cfg.method, model=cfg.model, splits=cfg.splits, length=cfg.length,
+                     cache_dir=cfg.cache, max_train_notes=cfg.max_train_notes,
+                     max_validation_notes=cfg.max_validation_notes, precision=cfg.precision, seed=cfg.seed)
+
+
+def format_run(report: dict, method: str, out: str) -> str:
+    """What `cmbert bhc summarize` prints: per split counts, mean words and skips (no text)."""
+    lines = []
+    for split, s in report["splits"].items():
+        skipped = ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()) or "none"
+        lines.append(f"{split}: {s['notes']:,} notes, mean {s['mean_summary_words']} summary words (budget "
+                     f"{s['mean_budget_words']}, target {s['mean_target_words']}); skipped: {skipped}")
+    lines.append(f"{method} summaries in {out}/summaries (note text stays there); report: {out}/report.json "
+                 f"({report['seconds']['total']:.0f} s)")
+    return "\n".join(lines)
 def read_summaries(run: str | Path, split: str) -> dict[str, str]:
     """note_id -> summary of a run folder's split."""
     path = Path(run) / "summaries" / f"{split}.jsonl.gz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no summaries of the {split} split in this run folder")
+        raise MissingInput(f"{path}: no summaries of the {split} split in this run folder")
     with gzip.open(path, "rt", encoding="utf-8") as file:
         return {row["note_id"]: row["summary"] for row in map(json.loads, filter(str.strip, file))}

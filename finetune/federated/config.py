@@ -6,12 +6,11 @@ dotted overrides.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pretrain.config import ConfigError, load_dataclass
+from cmbert.core.config import ConfigBase, ConfigError, check_ranges, load_dataclass, within
 
 HEADS = ("linear", "mlp", "mlp2")  # finetune/federated/heads.py
 PARTITIONS = ("iid", "dirichlet")  # finetune/federated/data.py
@@ -74,7 +73,7 @@ class SplitsConfig:
 
 
 @dataclass
-class FederatedConfig:
+class FederatedConfig(ConfigBase):
     out: str = "runs/federated"
     data: str = ""  # a `cmbert finetune icd prepare` folder
     device: str = "auto"
@@ -85,8 +84,6 @@ class FederatedConfig:
     federated: FederatedSettings = field(default_factory=FederatedSettings)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
 
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
 
 
 def check_federated_config(cfg: FederatedConfig) -> None:
@@ -103,24 +100,23 @@ def check_federated_config(cfg: FederatedConfig) -> None:
             raise ConfigError(f"{name}: give one or more of {', '.join(allowed)}" +
                               (f" (unknown {unknown[0]!r})" if unknown else ""))
     e, h, t, f = cfg.embedding, cfg.head, cfg.train, cfg.federated
-    if e.max_tokens < 1 or e.chunk_length < 0 or 0 < e.chunk_length < 3:
-        raise ConfigError("embedding.max_tokens must be >= 1 and embedding.chunk_length 0 (the model's context) or >= 3")
-    if h.hidden_size < 1 or not 0 <= h.dropout < 1:
-        raise ConfigError("head.hidden_size must be >= 1 and head.dropout in [0, 1)")
+    check_ranges(e, "embedding", {"max_tokens": ">= 1"})
+    if e.chunk_length < 0 or 0 < e.chunk_length < 3:
+        raise ConfigError(f"embedding.chunk_length: must be 0 (the model's context) or >= 3, got {e.chunk_length}")
+    check_ranges(h, "head", {"hidden_size": ">= 1", "dropout": "in [0, 1)"})
     missing = [design for design in cfg.heads if design not in t.lr]
-    if missing or any(t.lr[design] <= 0 for design in cfg.heads):
+    if missing:
         raise ConfigError(f"train.lr: give every head in heads a learning rate > 0 (missing: {missing})")
-    if t.weight_decay < 0 or t.batch_size < 1 or t.epochs < 1:
-        raise ConfigError("train.weight_decay must be >= 0, train.batch_size and train.epochs >= 1")
-    if f.clients < 2 or f.rounds < 1 or f.local_epochs < 1:
-        raise ConfigError("federated.clients must be >= 2, federated.rounds and federated.local_epochs >= 1")
+    for design in cfg.heads:
+        if not within(t.lr[design], "> 0"):
+            raise ConfigError(f"train.lr.{design}: must be > 0, got {t.lr[design]!r}")
+    check_ranges(t, "train", {"weight_decay": ">= 0", "batch_size": ">= 1", "epochs": ">= 1"})
+    check_ranges(f, "federated", {"clients": ">= 2", "rounds": ">= 1", "local_epochs": ">= 1"})
     if f.strategy not in STRATEGIES:
         raise ConfigError(f"federated.strategy: choose from {', '.join(STRATEGIES)}")
-    if f.proximal_mu < 0 or not 0 < f.fraction_train <= 1 or f.dirichlet_alpha <= 0 or f.client_cpus <= 0:
-        raise ConfigError("federated.proximal_mu must be >= 0, fraction_train in (0, 1], dirichlet_alpha and "
-                          "client_cpus > 0")
-    if cfg.splits.count < 1:
-        raise ConfigError("splits.count must be >= 1")
+    check_ranges(f, "federated", {"proximal_mu": ">= 0", "fraction_train": "in (0, 1]", "dirichlet_alpha": "> 0",
+                                  "client_cpus": "> 0"})
+    check_ranges(cfg.splits, "splits", {"count": ">= 1"})
 
 
 def load_federated_config(path: str | Path | None = None,

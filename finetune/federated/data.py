@@ -1,10 +1,10 @@
 """Embedded ICD datasets, their stratified re-splits, and their partitions over federated sites.
 
 - `embed_dataset`: every note of a `cmbert finetune icd prepare` folder (all three splits) through the frozen encoder
-  (`finetune.embeddings.cached_embeddings`: cached by model hash and text, so the second split, the second head and
+  (`cmbert.core.embeddings.cached_embeddings`: cached by model hash and text, so the second split, the second head and
   the rerun embed nothing), with its labels as a sparse row list and its patient.
 - `split_assignments`: split 0 is the dataset's own split.csv; split k >= 1 re-draws train/val/test patients with
-  the dataset builder's own iterative multi-label stratification (`finetune.icd.data.split_patients`, the dataset's
+  the dataset builder's own iterative multi-label stratification (`cmbert.finetune.icd.data.split_patients`, the dataset's
   fractions, seed + k). A re-split may put into test a patient whose note the encoder saw in MLM pretraining (only the
   dataset's own held-out patients are kept out of the corpus); the encoder is frozen and never saw a label, and the
   centralized and federated heads share every split, so their gap is unaffected.
@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.icd.data import SPLITS, LabelSet, load_labels, read_split, split_patients
+from cmbert.core.builds import split_patients
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.data.icd_dataset import SPLITS, LabelSet, load_labels, read_split
 
 
 @dataclass
@@ -136,7 +138,7 @@ def partition_patients(train: list[int], val: list[int], primary: dict[int, int]
             site.update({int(s): i % clients for i, s in enumerate(order)})
         return site
     if scheme != "dirichlet":
-        raise ValueError(f"unknown partition scheme {scheme!r}; expected iid or dirichlet")
+        raise UserError(f"unknown partition scheme {scheme!r}; expected iid or dirichlet")
     classes = sorted({primary[s] for s in (*train, *val)})
     for _ in range(100):
         shares = {c: rng.dirichlet(np.full(clients, alpha)) for c in classes}
@@ -149,9 +151,9 @@ def partition_patients(train: list[int], val: list[int], primary: dict[int, int]
                     site.update({int(s): number for s in part})
         if all({site[s] for s in group} == set(range(clients)) for group in (train, val)):
             return site
-    raise ValueError(f"dirichlet partition: after 100 draws some of the {clients} sites still had no training or no "
-                     f"validation patient (alpha {alpha}, {len(train)} train / {len(val)} val patients); use fewer "
-                     "clients or a larger alpha")
+    raise UserError(f"dirichlet partition: after 100 draws some of the {clients} sites still had no training or no "
+                    f"validation patient (alpha {alpha}, {len(train)} train / {len(val)} val patients); use fewer "
+                    "clients or a larger alpha")
 
 
 def write_site(path: str | Path, train_x: np.ndarray, train_y: LabelRows, val_x: np.ndarray, val_y: LabelRows,
@@ -187,7 +189,7 @@ def _read_site(path: str, mtime_ns: int) -> Site:
 def read_site(path: str | Path) -> Site:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no site file (written by `finetune.federated.data.write_site`)")
+        raise MissingInput(f"{path}: no site file (written by `cmbert.finetune.federated.data.write_site`)")
     return _read_site(str(path), path.stat().st_mtime_ns)
 
 
@@ -212,7 +214,7 @@ def build_site(dataset: str | Path, federation_labels: str | Path, embed, out: s
             indices.extend(mine)
             indptr.append(len(indices))
         if not texts:
-            raise ValueError(f"{dataset}: no {split} note has a code of the federation's label list")
+            raise UserError(f"{dataset}: no {split} note has a code of the federation's label list")
         parts[split] = (np.asarray(embed(texts), dtype=np.float32),
                         LabelRows(np.asarray(indptr, np.int64), np.asarray(indices, np.int32), len(labels.codes)))
         report[f"{split}_notes"] = len(texts)

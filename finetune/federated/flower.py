@@ -10,7 +10,7 @@ Protocol (Flower's Message API; tested on flwr 1.42):
   `local-epochs` epochs from those weights (`heads.train_epochs`) and replies its weights and
   {"num-examples": its training notes, "train-loss"}; FedAvg averages the weights by num-examples.
 - evaluate: the client scores its validation notes and replies counts, never scores: positive cells, and for every
-  threshold of `finetune.icd.metrics.THRESHOLD_GRID` the true positives and predicted cells
+  threshold of `cmbert.core.multilabel.THRESHOLD_GRID` the true positives and predicted cells
   (`threshold_counts`). `sum_counts` adds them over the sites, which gives exactly the micro-F1 and the tuned
   threshold of the pooled validation set (`best_threshold`): federated model selection and Edin's threshold tuning
   without moving a note or a score.
@@ -39,9 +39,10 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from finetune.federated.data import read_site
-from finetune.federated.heads import build_head, moments, score, set_moments, train_epochs
-from finetune.icd.metrics import best_threshold, threshold_counts
+from cmbert.core.errors import UserError
+from cmbert.core.multilabel import best_threshold, threshold_counts
+from cmbert.finetune.federated.data import read_site
+from cmbert.finetune.federated.heads import build_head, moments, score, set_moments, train_epochs
 
 COUNT_KEYS = ("positives", "true-positives", "predicted")
 
@@ -60,8 +61,8 @@ def _load(config: ConfigRecord, arrays: ArrayRecord) -> torch.nn.Module:
 def _site(site_path, context: Context, config: ConfigRecord):
     site = read_site(site_path(context, str(config["data"])))
     if site.label_hash != config["label-hash"]:
-        raise ValueError(f"site labels {site.label_hash} differ from the federation's {config['label-hash']}: the "
-                         "site's data was built with another label list (same codes, same order are required)")
+        raise UserError(f"site labels {site.label_hash} differ from the federation's {config['label-hash']}: the "
+                        "site's data was built with another label list (same codes, same order are required)")
     return site
 
 
@@ -235,7 +236,7 @@ def _deployed_main(grid: Grid, context: Context) -> None:
     # with `flwr run --run-config`), so no default is repeated here.
     rc = context.run_config
     if not int(rc["n-labels"]) or not rc["label-hash"]:
-        raise ValueError("run config: set dim, n-labels and label-hash to what `cmbert finetune federated site` printed")
+        raise UserError("run config: set dim, n-labels and label-hash to what `cmbert finetune federated site` printed")
     config = head_config(str(rc["design"]), int(rc["dim"]), int(rc["n-labels"]), str(rc["label-hash"]), "site",
                          int(rc["hidden-size"]), float(rc["dropout"]), float(rc["lr"]), float(rc["weight-decay"]),
                          int(rc["batch-size"]), int(rc["local-epochs"]), int(rc["seed"]))

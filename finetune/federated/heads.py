@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.federated.data import LabelRows
+from cmbert.finetune.federated.data import LabelRows
 
 SCORE_BATCH = 8192  # embeddings scored at a time
 MIN_STD = 1e-6  # a dimension constant over the training notes is centred, not blown up

@@ -11,7 +11,7 @@ A linear run:
 3. one Flower simulation (`flwr.simulation.run_simulation`, Ray backend, one virtual SuperNode per site) runs every
    federated experiment (split x scheme x head) in turn: `federated.rounds` rounds of FedAvg / FedProx, the round with
    the best federated validation micro-F1 kept with its threshold (`flower.py`);
-4. every kept head is scored on the split's test notes with the full ICD metric set (`finetune.icd.metrics`), and the
+4. every kept head is scored on the split's test notes with the full ICD metric set (`cmbert.core.multilabel`), and the
    report gives mean +- std over splits and the federated - centralized gap per split.
 
 Everything finished is kept: results/<split>/<setting>-<head>.json and models/<split>/<setting>-<head>/, so a killed
@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune.federated.config import EmbeddingConfig, FederatedConfig
-from finetune.federated.data import (
+from cmbert.core.multilabel import best_threshold, compute_metrics, threshold_counts
+from cmbert.finetune.federated.config import EmbeddingConfig, FederatedConfig
+from cmbert.finetune.federated.data import (
     EmbeddedDataset,
     embed_dataset,
     partition_patients,
@@ -39,9 +40,15 @@ from finetune.federated.data import (
     split_assignments,
     write_site,
 )
-from finetune.federated.flower import Experiment, head_config, initial_head, make_client_app, run_experiment, save_head
-from finetune.federated.heads import moments, score, train_epochs
-from finetune.icd.metrics import best_threshold, compute_metrics, threshold_counts
+from cmbert.finetune.federated.flower import (
+    Experiment,
+    head_config,
+    initial_head,
+    make_client_app,
+    run_experiment,
+    save_head,
+)
+from cmbert.finetune.federated.heads import moments, score, train_epochs
 
 REPORT_METRICS = ("f1_micro", "f1_macro", "auc_micro", "auc_macro", "precision_at_8", "map")
 
@@ -56,8 +63,8 @@ def _fingerprint(cfg: FederatedConfig) -> str:
 
 def embedder(e: EmbeddingConfig, cache: Path, device: str = "auto"):
     """texts -> float32 [n, dim] by the frozen encoder of `e`, through the disk cache in `cache`."""
-    from finetune.embeddings import cached_embeddings, context_length
-    from finetune.icd.batches import device_and_dtype
+    from cmbert.core.embeddings import cached_embeddings, context_length
+    from cmbert.core.runtime import device_and_dtype
 
     dev, dtype = device_and_dtype(e.precision, device)
     chunk = min(e.chunk_length or context_length(e.model), context_length(e.model))

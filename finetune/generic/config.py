@@ -10,13 +10,22 @@ the other task is refused). Keys that only one task reads say so in their commen
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from finetune.lora import LoraSettings, check_lora_settings
-from finetune.pruning import PruneSettings, check_prune_settings
-from pretrain.config import ConfigError, load_dataclass
+from cmbert.core.config import (
+    ConfigBase,
+    ConfigError,
+    GenericLoggingConfig,
+    GenericTrainConfig,
+    check_encoder_folder,
+    check_split_paths,
+    check_train_settings,
+    load_dataclass,
+)
+from cmbert.core.lora import LoraSettings, check_lora_settings
+from cmbert.core.pruning import PruneSettings, check_prune_settings
 
 TASKS = ("classify", "tokens")
 
@@ -56,36 +65,12 @@ class GenericModelConfig:
 
 
 @dataclass
-class GenericTrainConfig:
-    seed: int = 0
-    lr: float = 5e-5  # the encoder's peak LR (full fine-tuning; adapters use model.lora.lr)
-    head_lr: float = 5e-4  # the fresh classifier starts at random and learns faster than the pretrained encoder
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1  # of all optimizer steps; then linear decay to 0
-    epochs: int = 5
-    max_steps: int = 0  # stop after this many optimizer steps (0 = epochs decide)
-    batch_size: int = 16  # texts per optimizer step
-    grad_clip: float = 1.0
-    patience: int = 2  # epochs without a better validation score before stopping
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs and bf16-capable CPUs
-    checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
-    resume: bool = True
-
-
-@dataclass
 class GenericEvalConfig:
     threshold: float = 0.5  # classify, multi_label: a label is predicted when its probability reaches this
 
 
 @dataclass
-class GenericLoggingConfig:
-    every_steps: int = 10
-    wandb: Literal["offline", "online", "disabled"] = "offline"  # online only when the user opts in
-    project: str = "clinical-modernbert-generic"
-
-
-@dataclass
-class GenericConfig:
+class GenericConfig(ConfigBase):
     task: Literal["classify", "tokens"] | None = None  # set by the command; a preset may name its task
     out: str = "runs/generic"
     data: GenericDataConfig = field(default_factory=GenericDataConfig)
@@ -94,13 +79,6 @@ class GenericConfig:
     eval: GenericEvalConfig = field(default_factory=GenericEvalConfig)
     logging: GenericLoggingConfig = field(default_factory=GenericLoggingConfig)
 
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
-
-
-def is_dataset_dict(path: str | Path) -> bool:
-    """A `DatasetDict.save_to_disk` folder (it holds several splits)."""
-    return Path(path, "dataset_dict.json").is_file()
 
 
 def check_generic_config(cfg: GenericConfig) -> None:
@@ -133,35 +111,6 @@ def check_generic_config(cfg: GenericConfig) -> None:
         raise ConfigError(f"eval.threshold must be in (0, 1), not {cfg.eval.threshold}")
     if cfg.logging.every_steps < 1:
         raise ConfigError("logging.every_steps must be >= 1")
-
-
-def check_split_paths(d, what: str, validation_use: str) -> None:
-    """data.train / validation / test of a recipe's data section (the QA recipe's too): present where needed."""
-    if not d.train:
-        raise ConfigError(f"data.train: give {what}")
-    for key in ("train", "validation", "test"):
-        path = getattr(d, key)
-        if path and not Path(path).exists():
-            raise ConfigError(f"data.{key}: {path} does not exist")
-    if not d.validation and not is_dataset_dict(d.train):
-        raise ConfigError(f"data.validation: give a validation file ({validation_use} read it), or make data.train "
-                          "a DatasetDict folder with a validation split")
-
-
-def check_encoder_folder(init_from: str) -> None:
-    if not init_from:
-        raise ConfigError("model.init_from: give a transformers ModernBERT folder")
-    if not Path(init_from, "config.json").is_file():
-        raise ConfigError(f"model.init_from: {init_from} has no config.json (a local ModernBERT folder is needed; "
-                          "the Hugging Face hub is not used)")
-
-
-def check_train_settings(t: GenericTrainConfig) -> None:
-    if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1 or t.grad_clip < 0:
-        raise ConfigError("train.lr and train.head_lr must be > 0, weight_decay and grad_clip >= 0, "
-                          "warmup_fraction in [0, 1)")
-    if t.epochs < 1 or t.batch_size < 1 or t.patience < 1 or t.checkpoint_every_steps < 1 or t.max_steps < 0:
-        raise ConfigError("train.epochs, batch_size, patience, checkpoint_every_steps must be >= 1, max_steps >= 0")
 
 
 def load_generic_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),

@@ -42,10 +42,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.inputs import json_lines
-from pretrain.readers import ReadError, SkipCounter, _csv_records
+from cmbert.core.errors import UserError
+from cmbert.core.io import ReadError, SkipCounter, csv_records
+from cmbert.data.inputs import dataset_records, json_lines
 
-SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "val", "dev"), "test": ("test",)}
 TAG = re.compile(r"(O|([BI])-(\S+))")
 IGNORE = -100  # label of a token the loss and the metrics skip (transformers' convention)
 
@@ -93,39 +93,6 @@ def _jsonl_records(path: Path, counter: SkipCounter) -> Iterator[tuple[str, dict
         yield where, value
 
 
-def dataset_records(path: Path, role: str, counter: SkipCounter) -> tuple[Iterator[tuple[str, dict]], list[str]]:
-    """The rows of a `datasets` folder (the `role` split of a DatasetDict), ClassLabel ids turned into names."""
-    import datasets
-
-    loaded = datasets.load_from_disk(str(path))
-    name = role
-    if isinstance(loaded, datasets.DatasetDict):
-        name = next((n for n in SPLIT_NAMES[role] if n in loaded), None)
-        if name is None:
-            raise ValueError(f"{path}: DatasetDict has no {role} split (its splits: {', '.join(loaded)})")
-        loaded = loaded[name]
-    names = {}
-    for column, feature in loaded.features.items():
-        inner = getattr(feature, "feature", None)
-        if isinstance(feature, datasets.ClassLabel):
-            names[column] = (feature.names, False)
-        elif isinstance(inner, datasets.ClassLabel):
-            names[column] = (inner.names, True)
-
-    def rows():
-        for i, row in enumerate(loaded):
-            counter.read += 1
-            for column, (labels, is_list) in names.items():
-                value = row[column]
-                if is_list and value is not None:
-                    row[column] = [labels[v] for v in value]
-                elif value is not None:
-                    row[column] = labels[value]
-            yield f"{path.name}[{name}] row {i + 1}", row
-
-    return rows(), list(loaded.column_names)
-
-
 def read_records(path: str | Path, role: str, columns: tuple[str, ...], counter: SkipCounter,
                  ) -> Iterator[tuple[str, dict]]:
     """(where, row) for every readable record of a CSV / JSONL file or `datasets` folder; `columns` must exist."""
@@ -135,16 +102,16 @@ def read_records(path: str | Path, role: str, columns: tuple[str, ...], counter:
         records, available = dataset_records(path, role, counter)
         missing = [c for c in columns if c not in available]
         if missing:
-            raise ValueError(f"{path}: no column {', '.join(missing)} in the {role} split (its columns: "
-                             f"{', '.join(available)}; {hint})")
+            raise UserError(f"{path}: no column {', '.join(missing)} in the {role} split (its columns: "
+                            f"{', '.join(available)}; {hint})")
         return records
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     kind = suffixes[-1] if suffixes else ""
     if kind == ".csv":
-        return _csv_records(path, columns, counter, kind=f"{role} data file ({hint})")
+        return csv_records(path, columns, counter, kind=f"{role} data file ({hint})")
     if kind in (".jsonl", ".ndjson"):
         return _checked_jsonl(path, columns, counter)
-    raise ValueError(f"{path}: expected a .csv or .jsonl file (optionally .gz) or a `datasets` folder")
+    raise UserError(f"{path}: expected a .csv or .jsonl file (optionally .gz) or a `datasets` folder")
 
 
 def _checked_jsonl(path: Path, columns: tuple[str, ...], counter: SkipCounter) -> Iterator[tuple[str, dict]]:
@@ -191,8 +158,8 @@ def read_text_split(path: str | Path, role: str, data) -> Split:
             labels = _label_list(value, data.label_delimiter)
         else:
             if isinstance(value, (list, tuple, dict)):
-                raise ValueError(f"{where}: data.label_column {data.label_column!r} holds a list; set "
-                                 "data.multi_label=true for several labels per text")
+                raise UserError(f"{where}: data.label_column {data.label_column!r} holds a list; set "
+                                "data.multi_label=true for several labels per text")
             label = "" if value is None else str(value).strip()
             if not label:
                 counter.skip("missing_label", where)
@@ -217,7 +184,7 @@ def repair_tags(tags: list[str], where: str) -> tuple[list[str], int]:
     for tag in tags:
         match = TAG.fullmatch(tag)
         if match is None:
-            raise ValueError(f"{where}: tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE)")
+            raise UserError(f"{where}: tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE)")
         if match[2] == "I" and previous[2:] != match[3]:  # previous is O, or a B-/I- of another type
             tag = f"B-{match[3]}"
             repaired += 1
@@ -259,12 +226,12 @@ def label_vocabulary(task: str, train: Split, multi_label: bool) -> list[str]:
     if task == "classify":
         labels = sorted({label for e in train.examples for label in e.labels}, key=_natural)
         if len(labels) < (1 if multi_label else 2):
-            raise ValueError(f"{train.source}: train has {len(labels)} distinct label(s); a classifier needs at "
-                             f"least {1 if multi_label else 2}")
+            raise UserError(f"{train.source}: train has {len(labels)} distinct label(s); a classifier needs at "
+                            f"least {1 if multi_label else 2}")
         return labels
     types = sorted({tag[2:] for e in train.examples for tag in e.tags if tag != "O"})
     if not types:
-        raise ValueError(f"{train.source}: train has no entity tags (every tag is O)")
+        raise UserError(f"{train.source}: train has no entity tags (every tag is O)")
     return ["O", *(f"{prefix}-{t}" for t in types for prefix in "BI")]
 
 
@@ -278,8 +245,8 @@ def check_known_labels(task: str, split: Split, vocabulary: list[str]) -> None:
     if unseen:
         listed = ", ".join(f"{label!r} ({n}x)" for label, n in unseen.most_common(10))
         what = "labels" if task == "classify" else "entity types"
-        raise ValueError(f"{split.source}: {split.name} has {what} that train never shows: {listed}; the model has no "
-                         "output for them: move examples into train or drop these labels")
+        raise UserError(f"{split.source}: {split.name} has {what} that train never shows: {listed}; the model has no "
+                        "output for them: move examples into train or drop these labels")
 
 
 # ---------------------------------------------------------------------------------------------------- tokenization
@@ -300,7 +267,7 @@ class Encoded:
 
 def _special_ids(tokenizer) -> tuple[int, int]:
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-        raise ValueError("the tokenizer has no [CLS] / [SEP] token: ModernBERT inputs are [CLS] text [SEP]")
+        raise UserError("the tokenizer has no [CLS] / [SEP] token: ModernBERT inputs are [CLS] text [SEP]")
     return tokenizer.cls_token_id, tokenizer.sep_token_id
 
 
@@ -336,8 +303,8 @@ def _pair_ids(tokenizer, texts: list[str], pairs: list[str], max_length: int) ->
     ids = tokenizer(texts, pairs)["input_ids"]
     for row in ids[:1]:
         if row[0] != cls_id or row.count(sep_id) < 2:
-            raise ValueError("the tokenizer does not join sentence pairs as [CLS] A [SEP] B [SEP] (its post-processor "
-                             "has no pair template): sentence pairs need a ModernBERT tokenizer")
+            raise UserError("the tokenizer does not join sentence pairs as [CLS] A [SEP] B [SEP] (its post-processor "
+                            "has no pair template): sentence pairs need a ModernBERT tokenizer")
     long = [i for i, row in enumerate(ids) if len(row) > max_length]
     if long:
         cut = tokenizer([texts[i] for i in long], [pairs[i] for i in long], truncation="longest_first",

@@ -33,7 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.epochs import (
+from cmbert.core.config import split_sources
+from cmbert.core.errors import UserError
+from cmbert.core.loop import (
     adaptation_card_lines,
     finished_report,
     linear_schedule,
@@ -48,10 +50,9 @@ from finetune.epochs import (
     train_epochs,
     training_device,
 )
-from finetune.generic.config import GenericConfig, is_dataset_dict, load_generic_config
-from finetune.generic.data import (
+from cmbert.finetune.generic.config import GenericConfig, load_generic_config
+from cmbert.finetune.generic.data import (
     IGNORE,
-    SPLIT_NAMES,
     Encoded,
     Split,
     check_known_labels,
@@ -62,7 +63,7 @@ from finetune.generic.data import (
     read_text_split,
     token_labels,
 )
-from finetune.generic.metrics import classification_metrics, entity_metrics, selection_metric
+from cmbert.finetune.generic.metrics import classification_metrics, entity_metrics, selection_metric
 
 # The task head: transformers' prediction head (loaded from an MLM checkpoint's, else fresh) and the fresh classifier.
 # It trains at head_lr, and stays trainable under LoRA.
@@ -77,27 +78,12 @@ class TaskData:
     encoded: dict[str, Encoded]  # token ids and targets
 
 
-def split_sources(cfg: GenericConfig) -> dict[str, str]:
-    """Where each split is read from: its own key, else the DatasetDict folder given as data.train."""
-    d = cfg.data
-    in_train = set()
-    if is_dataset_dict(d.train):
-        in_train = set(json.loads(Path(d.train, "dataset_dict.json").read_text()).get("splits", []))
-    sources = {"train": d.train}
-    for role, given in (("validation", d.validation), ("test", d.test)):
-        if given:
-            sources[role] = given
-        elif role == "validation" or in_train & set(SPLIT_NAMES[role]):
-            sources[role] = d.train  # a DatasetDict without a validation split fails there, naming its splits
-    return sources
-
-
 def load_data(cfg: GenericConfig, tokenizer) -> TaskData:
     read = read_text_split if cfg.task == "classify" else read_tagged_split
     splits = {role: read(path, role, cfg.data) for role, path in split_sources(cfg).items()}
     for split in splits.values():
         if not split.examples:
-            raise ValueError(f"{split.source}: no usable {split.name} examples ({split.counter.as_dict()})")
+            raise UserError(f"{split.source}: no usable {split.name} examples ({split.counter.as_dict()})")
     labels = label_vocabulary(cfg.task, splits["train"], cfg.data.multi_label)
     for role in EVAL_SPLITS:
         if role in splits:
@@ -111,9 +97,9 @@ def load_data(cfg: GenericConfig, tokenizer) -> TaskData:
 def build_model(cfg: GenericConfig, labels: list[str]) -> tuple[nn.Module, list[int]]:
     """The encoder of model.init_from with the task's head, pruned and given adapters as configured; returns it and
     the dropped layer indices."""
-    from finetune.lora import apply_lora
-    from finetune.pruning import prune_layers
-    from modeling import ModernBertForSequenceClassification, ModernBertForTokenClassification
+    from cmbert.core.lora import apply_lora
+    from cmbert.core.pruning import prune_layers
+    from cmbert.modeling import ModernBertForSequenceClassification, ModernBertForTokenClassification
 
     classify = cfg.task == "classify"
     multi = classify and cfg.data.multi_label
@@ -208,8 +194,8 @@ def write_predictions(path: Path, cfg: GenericConfig, labels: list[str], split: 
 
 def export_model(model: nn.Module, tokenizer, folder: Path, cfg: GenericConfig, results: dict) -> None:
     """The trained model with its adapters merged into the base weights, as a stock transformers folder."""
-    from finetune.lora import merged_copy
-    from pretrain.tokenizer import save_tokenizer
+    from cmbert.core.lora import merged_copy
+    from cmbert.core.tokenizer_files import save_tokenizer
 
     stock = merged_copy(model).eval()
     stock.save_pretrained(folder)
@@ -222,7 +208,7 @@ def export_model(model: nn.Module, tokenizer, folder: Path, cfg: GenericConfig, 
 def write_model_card(folder: Path, cfg: GenericConfig, config, results: dict) -> None:
     """A card for the fine-tuned model (replacing the encoder card save_pretrained writes, which describes fill-mask):
     how to load it, its labels, its scores, how it was trained."""
-    from finetune.icd.train import encoder_name
+    from cmbert.core.runtime import encoder_name
 
     classify = cfg.task == "classify"
     auto = "AutoModelForSequenceClassification" if classify else "AutoModelForTokenClassification"
@@ -254,7 +240,7 @@ def main(cfg: GenericConfig) -> dict:
     """The whole run (see the module docstring); returns the report. A finished `out` returns its report."""
     from transformers import AutoTokenizer
 
-    from finetune.lora import trainable_summary
+    from cmbert.core.lora import trainable_summary
 
     out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +251,7 @@ def main(cfg: GenericConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
     data = load_data(cfg, tokenizer)
     model, dropped = build_model(cfg, data.labels)
-    model.to(device)
+    model.to(device).set_attention_backend(cfg.model.attention_backend)  # this model's, not process-wide
     parameters = trainable_summary(model)  # on the model as trained: adapters and head under LoRA
     optimizer = make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr,
                                                        "adapters": cfg.model.lora.lr}, HEAD_PREFIXES)
@@ -342,7 +328,7 @@ def parse_args(argv: list[str] | None = None, task: str = "classify") -> Generic
     return load_generic_config(args.config, args.overrides, task=task)
 
 
-if __name__ == "__main__":  # python -m finetune.generic.train {classify|tokens} --config ... [overrides]
+if __name__ == "__main__":  # python -m cmbert.finetune.generic.train {classify|tokens} --config ... [overrides]
     if len(sys.argv) < 2 or sys.argv[1] not in ("classify", "tokens"):
-        sys.exit("usage: python -m finetune.generic.train {classify|tokens} --config FILE [key=value ...]")
+        sys.exit("usage: python -m cmbert.finetune.generic.train {classify|tokens} --config FILE [key=value ...]")
     print(format_summary(main(parse_args(sys.argv[2:], sys.argv[1]))))

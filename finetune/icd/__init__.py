@@ -1,5 +1,5 @@
 """ICD coding (Edin et al.'s MIMIC-IV protocol): dataset builder, models, training, metrics, inference."""
 
-from finetune.icd.predict import predict  # `finetune.icd.predict(model_dir, notes)`: the Python inference API
+from cmbert.finetune.icd.predict import predict
 
 __all__ = ["predict"]

@@ -1,6 +1,6 @@
 """The TF-IDF + one-vs-rest logistic-regression baseline for ICD coding: the floor a fine-tuned encoder must clear.
 
-Choices, and why (numbers: the synthetic benchmarks of issue 5, on `cmbert data synth` notes and two
+Choices, and why (numbers: the synthetic benchmarks in BENCHMARKS.md, on `cmbert data synth` notes and two
 random-text generators):
 - Features: word 1-2-grams, lower-cased, sublinear tf (1 + log tf: a term repeated down a long note should not swamp
   the rest), idf, L2-normalized rows; the 200k most frequent terms seen in at least 2 notes. The token pattern keeps
@@ -53,6 +53,8 @@ from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+
+from cmbert.core.errors import UserError
 
 # Word characters, optionally joined by "." or "/" to more word characters: "i50.9", "mg/dl", "s/p" stay one token; a
 # sentence-final "." or a "/" between spaces does not join. Lower-casing happens before matching.
@@ -117,9 +119,9 @@ class TfidfLR:
         payload = joblib.load(path)
         if not isinstance(payload, dict) or payload.get("format") != "tfidf_lr" or not isinstance(
                 payload.get("model"), cls):
-            raise ValueError(f"{path}: not a TF-IDF baseline model written by TfidfLR.save")
+            raise UserError(f"{path}: not a TF-IDF baseline model written by TfidfLR.save")
         if payload["version"] != FORMAT_VERSION:
-            raise ValueError(f"{path}: model format version {payload['version']}, this code reads {FORMAT_VERSION}")
+            raise UserError(f"{path}: model format version {payload['version']}, this code reads {FORMAT_VERSION}")
         return payload["model"]
 
 
@@ -133,13 +135,13 @@ def _penalty_arguments(penalty: str) -> dict:
 
 def check_config(cfg: TfidfConfig) -> None:
     if cfg.penalty not in ("l1", "l2"):
-        raise ValueError(f"penalty must be 'l1' or 'l2', got {cfg.penalty!r}")
+        raise UserError(f"penalty must be 'l1' or 'l2', got {cfg.penalty!r}")
     if cfg.class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced', got {cfg.class_weight!r}")
+        raise UserError(f"class_weight must be None or 'balanced', got {cfg.class_weight!r}")
     if cfg.max_coefs_per_code is not None and cfg.max_coefs_per_code < 1:
-        raise ValueError("max_coefs_per_code must be >= 1 (or None to keep every weight)")
+        raise UserError("max_coefs_per_code must be >= 1 (or None to keep every weight)")
     if cfg.n_jobs < 1:
-        raise ValueError("n_jobs must be >= 1")
+        raise UserError("n_jobs must be >= 1")
 
 
 # One fitted code: (feature indices, their weights, intercept, hit max_iter).
@@ -222,8 +224,8 @@ def _texts(examples: Iterable) -> Iterator[str]:
 def run_tfidf_baseline(dataset_dir: str | Path, cfg: TfidfConfig | None = None) -> dict:
     """Fit on the dataset's train split and score val and test: {"val": float32 [n_val, L], "test": float32
     [n_test, L], "seconds": fit time (vectorizer + classifiers), "model": the TfidfLR}. Rows follow the split files'
-    order and columns labels.json's, as `finetune.icd.data.label_matrix` lays out the targets."""
-    from finetune.icd.data import label_matrix, load_labels, read_split  # lazy: the baseline needs no data code to load
+    order and columns labels.json's, as `cmbert.finetune.icd.data.label_matrix` lays out the targets."""
+    from cmbert.data.icd_dataset import label_matrix, load_labels, read_split
 
     labels = load_labels(dataset_dir)
     train = list(read_split(dataset_dir, "train"))

@@ -9,14 +9,13 @@ whole note read at once in 8,192-token chunks instead of PLM-ICD's 128. Presets 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from finetune.lora import LoraSettings, check_lora_settings
-from finetune.pruning import PruneSettings, check_prune_settings
-from pretrain.config import ConfigError, load_dataclass
+from cmbert.core.config import ConfigBase, ConfigError, check_ranges, load_dataclass
+from cmbert.core.lora import LoraSettings, check_lora_settings
+from cmbert.core.pruning import PruneSettings, check_prune_settings
 
 
 @dataclass
@@ -35,8 +34,8 @@ class IcdModelConfig:
     queries_per_label: int = 1
     attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
     gradient_checkpointing: bool = False  # recompute each layer in backward: 8k-token notes on small GPUs
-    # Parameter-efficient fine-tuning: layers dropped before training (finetune/pruning.py), LoRA adapters on the
-    # rest (finetune/lora.py; the head stays fully trainable, the exported model has the adapters merged in).
+    # Parameter-efficient fine-tuning: layers dropped before training (cmbert/core/pruning.py), LoRA adapters on the
+    # rest (cmbert/core/lora.py; the head stays fully trainable, the exported model has the adapters merged in).
     prune: PruneSettings = field(default_factory=PruneSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
@@ -92,7 +91,7 @@ class IcdLoggingConfig:
 
 
 @dataclass
-class IcdConfig:
+class IcdConfig(ConfigBase):
     out: str = "runs/icd"
     data: str = ""  # a `cmbert finetune icd prepare` folder
     cache: str = ""  # tokenized splits (default: OUT/cache); runs that share a dataset and tokenizer can share it
@@ -102,8 +101,6 @@ class IcdConfig:
     eval: IcdEvalConfig = field(default_factory=IcdEvalConfig)
     logging: IcdLoggingConfig = field(default_factory=IcdLoggingConfig)
 
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
 
 
 BASELINES = ("tfidf", "truncated")
@@ -124,28 +121,25 @@ def check_icd_config(cfg: IcdConfig) -> None:
     if not cfg.seeds:
         raise ConfigError("seeds: give at least one seed")
     m, t = cfg.model, cfg.train
-    if m.max_length < 16 or m.max_chunks < 1 or m.attention_dim < 1 or m.queries_per_label < 1:
-        raise ConfigError("model.max_length must be >= 16, model.max_chunks, model.attention_dim and "
-                          "model.queries_per_label >= 1")
+    check_ranges(m, "model", {"max_length": ">= 16", "max_chunks": ">= 1", "attention_dim": ">= 1",
+                              "queries_per_label": ">= 1"})
     check_prune_settings(m.prune, "model.prune")
     check_lora_settings(m.lora, "model.lora")
     if m.head == "pooled" and m.max_chunks != 1:
         raise ConfigError("model.max_chunks: the pooled head reads one chunk per note (set 1), or use head: laat")
-    if t.lr <= 0 or t.head_lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_fraction < 1:
-        raise ConfigError("train.lr and train.head_lr must be > 0, weight_decay >= 0, warmup_fraction in [0, 1)")
-    if t.epochs < 1 or t.max_steps < 0 or t.grad_accum < 1 or t.patience < 1 or t.max_notes_per_batch < 1:
-        raise ConfigError("train.epochs, grad_accum, patience, max_notes_per_batch must be >= 1, max_steps >= 0")
+    check_ranges(t, "train", {"lr": "> 0", "head_lr": "> 0", "weight_decay": ">= 0", "warmup_fraction": "in [0, 1)",
+                              "epochs": ">= 1", "max_steps": ">= 0", "grad_accum": ">= 1", "patience": ">= 1",
+                              "max_notes_per_batch": ">= 1"})
     if t.head_warmup_epochs and (m.head != "laat" or t.head_warmup_epochs >= t.epochs):
         raise ConfigError("train.head_warmup_epochs: only for head: laat, and fewer than train.epochs")
     if t.deepspeed is not None:
-        from pretrain.config import zero_settings
+        from cmbert.core.config import zero_settings
 
         stage = zero_settings(t.deepspeed).get("zero_optimization", {}).get("stage", 0)
         if stage > 2:
             raise ConfigError("train.deepspeed: ZeRO-3 partitions the weights the per-epoch evaluation reads on every "
                               "rank; fine-tuning an encoder needs at most zero2")
-    if cfg.eval.tfidf_jobs < 1:
-        raise ConfigError("eval.tfidf_jobs must be >= 1")
+    check_ranges(cfg.eval, "eval", {"tfidf_jobs": ">= 1"})
     if not cfg.eval.tfidf_c or min(cfg.eval.tfidf_c) <= 0:
         raise ConfigError(f"eval.tfidf_c must list one or more C > 0, not {cfg.eval.tfidf_c}")
     if t.tokens_per_batch < m.max_length:

@@ -48,34 +48,40 @@ Where we differ from Edin's code, on purpose:
 - No training subsets (Edin's 10k..125k-note stratified subsets of train); `top_k` replaces MIMIC-III "top 50".
 
 The folder format (train/val/test.jsonl.gz, labels.json, split.csv, exclude_subjects.txt, report.json) is the
-contract in notes/icd_format.md; `load_labels`, `read_split` and `label_matrix` read it.
+contract in docs/icd.md ("The prepared dataset folder"); `load_labels`, `read_split` and `label_matrix` read it.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import re
 import statistics
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from finetune.datasets import build_atomically, check_output, check_split_sizes, gzip_text_writer, mimic_table
-from pretrain.ontology import MIMIC_CODE_SYSTEMS, dotted
-from pretrain.readers import SkipCounter, read_icd_codes, read_icd_dictionary, read_mimic_notes
+from cmbert.core.builds import (
+    build_atomically,
+    check_output,
+    check_split_sizes,
+    gzip_text_writer,
+    mimic_table,
+    split_patients,
+)
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.core.io import SkipCounter
+from cmbert.core.notes import PREPROCESSING, preprocess_text
+from cmbert.data.icd_dataset import SPLITS
+from cmbert.data.ontology import MIMIC_CODE_SYSTEMS, dotted
+from cmbert.data.readers import read_icd_codes, read_icd_dictionary, read_mimic_notes
 
-SPLITS = ("train", "val", "test")
 KINDS = ("diagnosis", "procedure")
-PREPROCESSING = ("none", "edin")
-# kind -> (codes table, dictionary table, `pretrain.ontology.MIMIC_CODE_SYSTEMS` key); the tables relative to the MIMIC-IV root, without ".csv.gz".
+# kind -> (codes table, dictionary table, `cmbert.data.ontology.MIMIC_CODE_SYSTEMS` key); the tables relative to the MIMIC-IV root, without ".csv.gz".
 TABLES = {
     "diagnosis": ("hosp/diagnoses_icd", "hosp/d_icd_diagnoses", "diagnoses"),
     "procedure": ("hosp/procedures_icd", "hosp/d_icd_procedures", "procedures"),
@@ -86,121 +92,9 @@ STAGING_FILE = "notes.staging"
 DATASET_FILES = ("train.jsonl.gz", "val.jsonl.gz", "test.jsonl.gz", "labels.json", "split.csv",
                  "exclude_subjects.txt", "report.json")
 
-# Edin's TextPreprocessor with the MIMIC-IV settings (lower, remove_special_characters_mullenbach, remove_digits).
-_NOT_ALPHANUMERIC = re.compile(r"[^A-Za-z0-9]+")
-# A run of number tokens between spaces: a number at the very start or end of the note survives, as in Edin.
-_NUMBER_TOKENS = re.compile(r"(\s\d+)+\s")
-_WHITESPACE = re.compile(r"\s+")
-_WORD = re.compile(r"\S+")
-
-
-def edin_preprocess(text: str) -> str:
-    """Edin et al.'s text normalisation: lower case, every run of non-alphanumerics -> one space, standalone number
-    tokens removed (not digits inside words: "b12" stays), whitespace collapsed, ends stripped."""
-    text = _NOT_ALPHANUMERIC.sub(" ", text.lower())
-    text = _NUMBER_TOKENS.sub(" ", text)
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-def truncate_words(text: str, max_words: int | None) -> str:
-    """The text up to the end of its `max_words`-th whitespace-separated word (all of it when None or shorter)."""
-    if max_words is None:
-        return text
-    for count, word in enumerate(_WORD.finditer(text), start=1):
-        if count == max_words:
-            return text[: word.end()]
-    return text
-
-
-def preprocess_text(text: str, preprocess: str, max_words: int | None) -> str:
-    """The text rules a dataset (and a model trained on it) applies: the same at preparation and at prediction."""
-    return truncate_words(edin_preprocess(text) if preprocess == "edin" else text, max_words)
 
 
 # ------------------------------------------------------------------------------------------------------- reading API
-
-
-@dataclass(frozen=True)
-class IcdExample:
-    note_id: str
-    subject_id: int
-    hadm_id: int
-    text: str
-    codes: tuple[str, ...]  # dotted, in labels.json order
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """The labels of one dataset, in column order (by note count, descending, then code)."""
-
-    version: int
-    codes: list[str]
-    titles: dict[str, str]
-    kinds: dict[str, str]  # "diagnosis" | "procedure"
-    counts: dict[str, int]  # notes over all splits
-    train_counts: dict[str, int]  # train notes
-    preprocess: str = "none"  # the text rules of the dataset, which a model trained on it applies at prediction
-    max_words: int | None = None
-
-    @cached_property
-    def _columns(self) -> dict[str, int]:
-        return {code: column for column, code in enumerate(self.codes)}
-
-    def index(self) -> dict[str, int]:
-        """code -> column."""
-        return dict(self._columns)
-
-    def encode(self, codes: Iterable[str]) -> np.ndarray:
-        """Multi-hot bool vector [len(self.codes)]. A code outside the label set is a KeyError, not a silent miss."""
-        vector = np.zeros(len(self.codes), dtype=bool)
-        for code in codes:
-            try:
-                vector[self._columns[code]] = True
-            except KeyError:
-                raise KeyError(f"code {code!r} is not in this ICD-{self.version} label set") from None
-        return vector
-
-
-def _dataset_file(dataset: str | Path, name: str) -> Path:
-    path = Path(dataset) / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (not an ICD dataset folder written by `cmbert finetune icd "
-                                "prepare`?)")
-    return path
-
-
-def load_labels(dataset: str | Path) -> LabelSet:
-    """The label set of a dataset folder (its labels.json)."""
-    with open(_dataset_file(dataset, "labels.json"), encoding="utf-8") as file:
-        meta = json.load(file)
-    entries = meta["codes"]
-    return LabelSet(
-        version=meta["version"],
-        codes=[entry["code"] for entry in entries],
-        titles={entry["code"]: entry["title"] for entry in entries},
-        kinds={entry["code"]: entry["kind"] for entry in entries},
-        counts={entry["code"]: entry["count"] for entry in entries},
-        train_counts={entry["code"]: entry["train_count"] for entry in entries},
-        preprocess=meta.get("preprocess", "none"),
-        max_words=meta.get("max_words"),
-    )
-
-
-def read_split(dataset: str | Path, split: str) -> Iterator[IcdExample]:
-    """The notes of one split ("train", "val" or "test"), streamed in file order."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    with gzip.open(_dataset_file(dataset, f"{split}.jsonl.gz"), "rt", encoding="utf-8") as file:
-        for line in file:
-            record = json.loads(line)
-            yield IcdExample(note_id=record["note_id"], subject_id=record["subject_id"], hadm_id=record["hadm_id"],
-                             text=record["text"], codes=tuple(record["codes"]))
-
-
-def label_matrix(examples: Iterable[IcdExample], labels: LabelSet) -> np.ndarray:
-    """bool [n_examples, n_labels]: row i is the multi-hot of examples[i].codes."""
-    rows = [labels.encode(example.codes) for example in examples]
-    return np.stack(rows) if rows else np.zeros((0, len(labels.codes)), dtype=bool)
 
 
 # ---------------------------------------------------------------------------------------------------- preparation
@@ -267,48 +161,16 @@ _NEEDS = ("the MIMIC-IV tree needs hosp/diagnoses_icd, hosp/procedures_icd, hosp
 def _check_arguments(version: int, min_count: int, top_k: int | None, preprocess: str, max_words: int | None,
                      test_size: float, val_size: float) -> None:
     if version not in (9, 10):
-        raise ValueError(f"ICD version must be 9 or 10, got {version!r}")
+        raise UserError(f"ICD version must be 9 or 10, got {version!r}")
     if min_count < 1:
-        raise ValueError(f"min_count must be at least 1, got {min_count}")
+        raise UserError(f"min_count must be at least 1, got {min_count}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise UserError(f"top_k must be at least 1, got {top_k}")
     if preprocess not in PREPROCESSING:
-        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {preprocess!r}")
+        raise UserError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {preprocess!r}")
     if max_words is not None and max_words < 1:
-        raise ValueError(f"max_words must be at least 1, got {max_words}")
+        raise UserError(f"max_words must be at least 1, got {max_words}")
     check_split_sizes(test_size, val_size)
-
-
-def split_patients(patient_columns: list[np.ndarray], n_labels: int, seed: int, test_size: float,
-                    val_size: float) -> list[str]:
-    """The split of each patient, given each patient's label columns. Test is cut first, then val from the rest
-    with val_size / (1 - test_size), as Edin. The matrix is built here so that this frame holds its only reference
-    and can free it before the second cut."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
-
-    if len(patient_columns) < 3:
-        raise ValueError(f"too few patients to split into train/val/test: {len(patient_columns)}")
-    # iterstrat only takes a multilabel-indicator target (two columns or more); an all-False column is never chosen
-    # by the stratifier (it picks the rarest label with at least one example left) and changes nothing.
-    matrix = np.zeros((len(patient_columns), max(n_labels, 2)), dtype=bool)
-    for row, columns in enumerate(patient_columns):
-        matrix[row, columns] = True
-
-    def cut(rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        keep, held = next(splitter.split(np.zeros(len(rows)), rows))
-        return keep, held
-
-    rest, test = cut(matrix, test_size)
-    rest_matrix = matrix[rest]
-    del matrix
-    train, val = cut(rest_matrix, val_size / (1 - test_size))
-    splits = ["test"] * len(patient_columns)
-    for index in rest[val]:
-        splits[index] = "val"
-    for index in rest[train]:
-        splits[index] = "train"
-    return splits
 
 
 def _words_summary(words: list[int]) -> dict:
@@ -419,7 +281,7 @@ def _build_dataset(work: Path, inputs: dict[str, tuple[Path, Path]], notes_path:
     if len(set(codes_dotted)) != len(codes_dotted):
         raise ValueError("two ICD codes of different kinds have the same dotted form; cannot label them apart")
     if not selected:
-        raise ValueError(f"no ICD-{version} notes are left after the filters (min_count={min_count}, top_k={top_k})")
+        raise UserError(f"no ICD-{version} notes are left after the filters (min_count={min_count}, top_k={top_k})")
 
     # --- Split by patient: each patient's labels over all their notes (presence), iteratively stratified.
     subjects = sorted({entry.subject_id for entry in selected})
@@ -512,16 +374,30 @@ def prepare_icd_dataset(mimic: str | Path, out: str | Path, version: int, min_co
                         top_k: int | None = None, preprocess: str = "none", max_words: int | None = None,
                         seed: int = 10, test_size: float = 0.15, val_size: float = 0.10, overwrite: bool = False,
                         verbose: bool = True) -> dict:
-    """Build the ICD-`version` coding dataset of a MIMIC-IV tree into `out` (the format of notes/icd_format.md) and
+    """Build the ICD-`version` coding dataset of a MIMIC-IV tree into `out` (the format of docs/icd.md) and
     return its report (also written to `out/report.json`). The same inputs and seed give the same bytes.
 
     `mimic` holds hosp/{diagnoses_icd, procedures_icd, d_icd_diagnoses, d_icd_procedures}.csv.gz and
     note/discharge.csv.gz. `out` must be new, empty, or (with `overwrite`) an earlier dataset. Progress lines (counts
-    only, never text) go to stderr unless `verbose` is False."""
+    only, never text) go to stderr unless `verbose` is False.
+
+    Args:
+        mimic: MIMIC-IV root with hosp/ and note/discharge.csv.gz
+        version: ICD version of the dataset: 9 or 10
+        out: the dataset folder
+        min_count: drop codes of fewer notes (Edin's: 10)
+        top_k: keep only the K most frequent codes (e.g. 50)
+        preprocess: none, or edin: lowercase, alphanumerics only, no standalone numbers (Edin et al.'s rules)
+        max_words: keep the first N words (Edin: 4000)
+        seed: split seed (Edin's: 10)
+        overwrite: replace a dataset already in out
+
+    Example: cmbert finetune icd prepare --mimic ~/mimic-iv --version 10 --out runs/icd10-data
+    """
     _check_arguments(version, min_count, top_k, preprocess, max_words, test_size, val_size)
     mimic, out = Path(mimic), Path(out)
     if not mimic.is_dir():
-        raise FileNotFoundError(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
+        raise MissingInput(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
     inputs = {kind: (mimic_table(mimic, codes, _NEEDS), mimic_table(mimic, dictionary, _NEEDS))
               for kind, (codes, dictionary, _) in TABLES.items()}
     notes_path = mimic_table(mimic, NOTES_TABLE, _NEEDS)

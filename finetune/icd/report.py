@@ -47,10 +47,10 @@ def _bucket_names(edges: list[int]) -> list[tuple[str, int, int]]:
 
 def write_report(out: Path, labels, results: list[dict], split, eval_cfg, dataset: str, split_name: str = "test",
                  reference: str | None = None) -> dict:
-    """Score every result's `split_name` scores (its `dir`/scores.npz) on `split` (a `finetune.icd.train.Split`)
+    """Score every result's `split_name` scores (its `dir`/scores.npz) on `split` (a `cmbert.finetune.icd.train.Split`)
     and write report.json, report.md and the plots into `out`. Significance is against `reference` (default: the
     TF-IDF baseline if it ran, else the first system)."""
-    from finetune.icd.metrics import compute_metrics, mcnemar, paired_bootstrap, per_code_metrics, plot_report
+    from cmbert.core.multilabel import compute_metrics, mcnemar, paired_bootstrap, per_code_metrics, plot_report
 
     Y = split.Y
     scores = {r["system"]: np.load(Path(r["dir"]) / "scores.npz")[split_name] for r in results}

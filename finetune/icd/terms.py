@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from finetune.icd.batches import TokenizedNotes
+from cmbert.core.notes import TokenizedNotes
 
 NGRAM_MAX = 3  # "s/p CABG", "current smoker": a few BPE tokens
 MIN_DF = 5  # notes a term must occur in

@@ -3,17 +3,19 @@
 For every encoder folder in `model.init_from` and every seed, one run:
     tokenize (cached) -> fresh head -> AdamW, linear warmup and decay -> after each epoch, validation mAP: keep the best
     model, stop after `patience` epochs without improvement -> best model: one global threshold tuned on validation
-    micro-F1 -> test metrics -> a model folder (`finetune/icd/model.py`) that `cmbert predict icd` loads.
-A killed run resumes from its newest checkpoint (every `checkpoint_every_steps` and at each epoch end) with the same
-data order, so the finished model does not depend on where it was interrupted.
+    micro-F1 -> test metrics -> a model folder (`cmbert/core/label_attention.py`) that `cmbert predict icd` loads.
+Training is the core loop (`cmbert.core.loop`): a killed run resumes from its newest checkpoint (every
+`checkpoint_every_steps` and at each epoch end) with the same data order and RNG, so the finished model does not
+depend on where it was interrupted; a rerun returns each finished run's result.json, and refuses a checkpoint or a
+result that another config wrote (the run's config.json holds what it depends on: `run_config`).
 
 Baselines on the same split: TF-IDF + one-vs-rest logistic regression, and each encoder truncated to its first
 512 tokens. The report (`report.json`, `report.md`, PNGs) holds every system's test metrics (mean +- std over seeds),
 metrics by note length, frequent vs rare codes, and a paired bootstrap of micro-F1 against the TF-IDF baseline.
 
 Layout of `out`:
-    runs/<encoder>-<variant>-seed<k>/   ckpt/ (resume state), best/ (best so far), model/ (final), metrics.jsonl,
-                                        scores.npz (val/test scores), result.json
+    runs/<encoder>-<variant>-seed<k>/   ckpt/ (resume state), best/ (best so far), model/ (final), config.json,
+                                        metrics.jsonl, scores.npz (val/test scores), result.json (written last)
     baselines/tfidf/                    model.joblib, scores.npz, result.json
     cache/                              tokenized splits
     report.json, report.md, f1_vs_frequency.png, pr_curve.png
@@ -22,10 +24,8 @@ Layout of `out`:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import shutil
-import sys
-import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -33,21 +33,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer
 
-from finetune.icd.batches import (
-    StateCache,
-    TokenizedNotes,
-    cached_tokenization,
-    collate,
-    device_and_dtype,
-    predict_scores,
-    token_budget_batches,
-)
-from finetune.icd.config import IcdConfig, IcdEvalConfig, load_icd_config
-from finetune.icd.model import IcdMeta, IcdModel
-from finetune.icd.terms import evidence_terms
-from finetune.lora import apply_lora, trainable_summary
-from modeling import enable_checkpointing
+from cmbert.core.config import zero_settings
+from cmbert.core.errors import UserError
+from cmbert.core.label_attention import IcdMeta, IcdModel, StateCache, predict_scores
+from cmbert.core.loop import finished_report, open_run_log, remove_checkpoints, resume, train_epochs, wsd_lambda
+from cmbert.core.lora import apply_lora, trainable_summary
+from cmbert.core.multilabel import compute_metrics, tune_threshold
+from cmbert.core.notes import TokenizedNotes, cached_tokenization, collate, token_budget_batches
+from cmbert.core.runtime import device_and_dtype, encoder_name, init_distributed, provenance
+from cmbert.core.tokenizer_files import tokenizer_sha256
+from cmbert.data.icd_dataset import load_labels, read_split
+from cmbert.finetune.icd.config import IcdConfig, IcdEvalConfig, load_icd_config
+from cmbert.finetune.icd.report import write_report
+from cmbert.finetune.icd.terms import evidence_terms
+from cmbert.modeling import enable_checkpointing
 
 SPLITS = ("train", "val", "test")
 
@@ -84,8 +85,6 @@ def variants(cfg: IcdConfig) -> list[Variant]:
 def load_split_data(dataset: Path, split: str, labels, tokenizer, max_tokens: int, cache: Path, tokenizer_sha: str,
                     ) -> Split:
     """Token ids (cached per tokenizer and cut) and labels of one split; note text is read, tokenized and dropped."""
-    from finetune.icd.data import read_split
-
     report = json.loads((dataset / "report.json").read_text()) if (dataset / "report.json").is_file() else {}
     key = {"dataset": str(dataset.resolve()), "dataset_report": report, "split": split, "tokenizer": tokenizer_sha,
            "max_tokens": max_tokens}
@@ -105,23 +104,6 @@ def load_split_data(dataset: Path, split: str, labels, tokenizer, max_tokens: in
             codes.append(example.codes)
     Y = np.stack([labels.encode(c) for c in codes]) if codes else np.zeros((0, len(labels.codes)), dtype=bool)
     return Split(notes, Y, note_ids)
-
-
-def _save_state(path: Path, model, optimizer, scheduler, state: dict, engine=None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if engine is not None:  # every rank writes its shard of the optimizer state; `latest` names the newest
-        tag = f"step{state['step']}"
-        engine.save_checkpoint(str(path.parent), tag=tag, client_state={"state": dict(state)})
-        if engine.global_rank == 0:  # save_checkpoint returns after every rank wrote: older tags can go
-            for old in path.parent.glob("step*"):
-                if old.name != tag:
-                    shutil.rmtree(old, ignore_errors=True)
-        return
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state,
-                "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)  # a kill mid-save leaves the previous checkpoint intact
 
 
 def _delayed(step: int, start: int, inner) -> float:
@@ -165,29 +147,59 @@ def parameter_groups(model: IcdModel, cfg: IcdConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, labels, tokenizer, data: dict[str, Split],
-              run_dir: Path) -> dict:
-    """One encoder, one seed, one variant: train, select, tune the threshold, save; returns the run's result."""
-    from finetune.icd.metrics import compute_metrics, tune_threshold
-    from modeling import set_attention_backend
-    from pretrain.metrics import MetricsLogger
-    from pretrain.optim import wsd_lambda
+def run_config(cfg: IcdConfig, init_from: str, seed: int, variant: Variant) -> dict:
+    """What one run of the comparison depends on, its config signature (`cmbert.core.loop.run_signature`): the
+    recipe's model and train sections with this run's encoder, seed and reading, and the dataset (folder and its
+    prepare report). Not the other encoders and seeds, the baselines or the report's settings: a comparison can grow
+    a seed or an encoder around its finished runs."""
+    config = cfg.to_dict()
+    for key in ("out", "cache", "seeds", "eval"):
+        config.pop(key)
+    config["model"]["init_from"] = str(init_from)
+    report = Path(cfg.data) / "report.json"
+    config["run"] = {"seed": seed, "variant": asdict(variant),
+                     "dataset_report_sha256": hashlib.sha256(report.read_bytes()).hexdigest()
+                     if report.is_file() else None}
+    return config
 
+
+def deepspeed_engine(model: IcdModel, optimizer, scheduler, t, device: torch.device, dtype: torch.dtype):
+    """The DeepSpeed engine (data parallel; ZeRO-1/2 shard the optimizer state) and the optimizer and schedule it
+    drives."""
+    # Imported here, not at the top: deepspeed takes seconds to import and logs its accelerator probe, which every
+    # other `cmbert finetune icd` command would pay for.
+    import deepspeed
+
+    ds_config = {**zero_settings(t.deepspeed), "train_micro_batch_size_per_gpu": 1,
+                 "gradient_accumulation_steps": t.grad_accum, "gradient_clipping": t.grad_clip,
+                 # DeepSpeed's bf16 mode (bf16 weights, fp32 master copy) is for GPUs; on CPU the fp32 weights
+                 # stay and autocast alone computes in bf16.
+                 "bf16": {"enabled": dtype == torch.bfloat16 and device.type == "cuda"},
+                 "zero_allow_untested_optimizer": True,
+                 "steps_per_print": 10**9}
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                           config=ds_config)
+    return engine, optimizer, scheduler
+
+
+def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, labels, tokenizer, data: dict[str, Split],
+              run_dir: Path) -> dict | None:
+    """One encoder, one seed, one variant: train (the core loop, `cmbert.core.loop`), select, tune the threshold,
+    save; returns the run's result (None on data-parallel ranks other than 0). A finished run of this config returns
+    its result.json; one of another config is refused."""
     t = cfg.train
-    result_path = run_dir / "result.json"
-    if result_path.is_file():  # finished earlier (a rerun of the comparison after a kill)
-        return json.loads(result_path.read_text())
+    config = run_config(cfg, init_from, seed, variant)
+    if (result := finished_report(run_dir, config, f"icd {run_dir.name}", report="result.json")) is not None:
+        return result  # finished earlier (a rerun of the comparison after a kill)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     device, dtype = device_and_dtype(t.precision)
     rank, world = 0, 1
     if t.deepspeed is not None:
-        from pretrain.train import init_distributed
-
         rank, world, device = init_distributed()
-    set_attention_backend(cfg.model.attention_backend)
     train = data["train"]
     model = build_model(cfg, init_from, seed, variant, labels, tokenizer, train).to(device)
+    model.encoder.set_attention_backend(cfg.model.attention_backend)  # this run's encoder only, not process-wide
     groups = parameter_groups(model, cfg)
     encoder_trainable = [p for p in model.encoder.parameters() if p.requires_grad]  # frozen in the head warm-up
     optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
@@ -207,45 +219,17 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
         decay_steps=total_steps - frozen_steps - encoder_warmup, decay_shape="linear"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, [head_lambda if g["name"] == "head" else encoder_lambda for g in groups])
-    group_index = {g["name"]: i for i, g in enumerate(groups)}
-
     engine = None
     if t.deepspeed is not None:
-        import deepspeed
-
-        from pretrain.config import zero_settings
-
-        ds_config = {**zero_settings(t.deepspeed), "train_micro_batch_size_per_gpu": 1,
-                     "gradient_accumulation_steps": t.grad_accum, "gradient_clipping": t.grad_clip,
-                     # DeepSpeed's bf16 mode (bf16 weights, fp32 master copy) is for GPUs; on CPU the fp32 weights
-                     # stay and autocast alone computes in bf16.
-                     "bf16": {"enabled": dtype == torch.bfloat16 and device.type == "cuda"},
-                     "zero_allow_untested_optimizer": True,
-                     "steps_per_print": 10**9}
-        engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                               lr_scheduler=scheduler, config=ds_config)
-
-    ckpt = run_dir / "ckpt" / "state.pt"
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_map": -1.0, "best_epoch": -1, "bad_epochs": 0, "done": False}
-    if t.resume and engine is not None and (ckpt.parent / "latest").is_file():
-        _, client = engine.load_checkpoint(str(ckpt.parent), tag=None)  # DeepSpeed's own (sharded) state
-        state = client["state"]
-    elif t.resume and ckpt.is_file():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-        print(f"[icd] {run_dir.name}: resuming at epoch {state['epoch']} batch {state['batch']} "
-              f"(step {state['step']})", file=sys.stderr)
+        engine, optimizer, scheduler = deepspeed_engine(model, optimizer, scheduler, t, device, dtype)
+    state = resume(run_dir, model, optimizer, scheduler, config, device, f"icd {run_dir.name}", enabled=t.resume,
+                   engine=engine)
     parameters = trainable_summary(model)
-    logger = MetricsLogger(run_dir, cfg.to_dict(), enabled=rank == 0, wandb_mode=cfg.logging.wandb,
-                           project=cfg.logging.project, run_name=run_dir.name, resume_step=state["step"] + 1)
+    logger = open_run_log(run_dir, config, cfg.logging, state, enabled=rank == 0)
     cls_id, sep_id = model.config.cls_token_id, model.config.sep_token_id
     best_dir = run_dir / "best"
-    tokens_seen, train_seconds, t0 = 0, 0.0, time.perf_counter()
     caches: dict[str, StateCache] = {}
+    frozen = False  # in a head warm-up epoch
 
     def cache(split: str) -> StateCache | None:
         """States of the frozen encoder for the head warm-up epochs, when they fit the memory budget."""
@@ -255,83 +239,54 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
                                        device, dtype)
         return caches.get(split)
 
-    while not state["done"] and state["epoch"] < t.epochs:
-        frozen = state["epoch"] < t.head_warmup_epochs
-        model.train()
+    def on_epoch_start(epoch: int) -> None:
+        """LP-FT: a head warm-up epoch freezes the encoder (and reads its cached states); the first fine-tuning
+        epoch unfreezes it and drops the caches."""
+        nonlocal frozen
+        frozen = epoch < t.head_warmup_epochs
         for p in encoder_trainable:
             p.requires_grad_(not frozen)
         if frozen:
             model.encoder.eval()  # no dropout in the states the head learns from
         else:
             caches.clear()
-        epoch_batches = token_budget_batches(lengths, t.tokens_per_batch, t.max_notes_per_batch,
-                                             rng=np.random.default_rng([seed, state["epoch"]]))
+
+    def batches(epoch: int) -> list[np.ndarray]:
+        found = token_budget_batches(lengths, t.tokens_per_batch, t.max_notes_per_batch,
+                                     rng=np.random.default_rng([seed, epoch]))
         if world > 1:  # every rank the same number of whole accumulation steps, so they step together
-            per_rank = len(epoch_batches) // world // t.grad_accum * t.grad_accum
-            epoch_batches = epoch_batches[rank::world][:per_rank]
-        for b in range(state["batch"], len(epoch_batches)):
-            idx = epoch_batches[b]
-            started = time.perf_counter()
-            labels_b = torch.from_numpy(train.Y[idx].astype(np.float32)).to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                if frozen and cache("train") is not None:
-                    h, note_cu = caches["train"].batch(idx)
-                    logits = model.classify(h.to(dtype), note_cu)
-                else:
-                    batch = collate([train.notes.note(i) for i in idx], variant.max_length, cls_id, sep_id)
-                    logits = model(batch["input_ids"].to(device), batch["cu_seqlens"].to(device),
-                                   batch["max_seqlen"], batch["note_chunks"].to(device))
-            loss = F.binary_cross_entropy_with_logits(logits, labels_b)
-            if engine is not None:
-                engine.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps and all-reduces
-                engine.step()  # optimizer and LR schedule at the accumulation boundary only
-            else:
-                (loss / t.grad_accum).backward()
-            if not frozen:  # fine-tuning throughput: full forward + backward steps only
-                tokens_seen += int(batch["input_ids"].numel())
-                train_seconds += time.perf_counter() - started
-            state["batch"] = b + 1
-            if (b + 1) % t.grad_accum and b + 1 < len(epoch_batches):
-                continue
-            if engine is None:
-                if t.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            if state["step"] % cfg.logging.every_steps == 0:
-                rate = tokens_seen / max(train_seconds, 1e-9)
-                lrs = {name: scheduler.get_last_lr()[i] for name, i in group_index.items()}
-                logger.log(state["step"], loss=loss.item(), lr=lrs.get("encoder", lrs.get("lora")),
-                           head_lr=lrs["head"], tokens_per_s=rate, epoch=state["epoch"],
-                           **({"lora_lr": lrs["lora"]} if "lora" in lrs else {}))
-            if state["step"] % t.checkpoint_every_steps == 0:
-                _save_state(ckpt, model, optimizer, scheduler, state, engine)
-            if t.max_steps and state["step"] >= t.max_steps:
-                break
-        # End of an epoch (or of max_steps): model selection on validation mAP, Edin's early-stopping metric.
+            per_rank = len(found) // world // t.grad_accum * t.grad_accum
+            found = found[rank::world][:per_rank]
+        return found
+
+    def step_loss(idx: np.ndarray) -> tuple[torch.Tensor, int]:
+        labels_b = torch.from_numpy(train.Y[idx].astype(np.float32)).to(device)
+        if frozen and cache("train") is not None:
+            h, note_cu = caches["train"].batch(idx)
+            return F.binary_cross_entropy_with_logits(model.classify(h.to(dtype), note_cu), labels_b), 0
+        batch = collate([train.notes.note(i) for i in idx], variant.max_length, cls_id, sep_id)
+        logits = model(batch["input_ids"].to(device), batch["cu_seqlens"].to(device), batch["max_seqlen"],
+                       batch["note_chunks"].to(device))
+        # Logits are fp32 (IcdModel.forward), so the loss is fp32 under autocast too. Fine-tuning throughput counts
+        # full forward + backward steps only.
+        return F.binary_cross_entropy_with_logits(logits, labels_b), 0 if frozen else int(batch["input_ids"].numel())
+
+    def validate() -> tuple[float, dict]:
+        """Validation mAP, Edin's early-stopping metric."""
         val = data["val"]
         scores = predict_scores(model, val.notes, t.tokens_per_batch, t.max_notes_per_batch, device, dtype,
                                 cache("val") if frozen else None)
-        val_map = compute_metrics(val.Y, scores, 0.5, metrics=["map"])["map"]
-        logger.log(state["step"], val_map=val_map, epoch=state["epoch"])
-        if val_map > state["best_map"]:
-            state.update(best_map=val_map, best_epoch=state["epoch"], bad_epochs=0)
-            if rank == 0:
-                model.save(best_dir, tokenizer)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] += 1
-        state["batch"] = 0
-        stop = state["bad_epochs"] >= t.patience or bool(t.max_steps and state["step"] >= t.max_steps)
-        state["done"] = stop
-        _save_state(ckpt, model, optimizer, scheduler, state, engine)
+        return compute_metrics(val.Y, scores, 0.5, metrics=["map"])["map"], {}
+
+    def keep_best() -> None:
         if rank == 0:
-            print(f"[icd] {run_dir.name}: epoch {state['epoch']} step {state['step']} val mAP {val_map:.4f} "
-                  f"(best {state['best_map']:.4f} @ epoch {state['best_epoch'] + 1})", file=sys.stderr)
-    logger.close()
-    seconds = time.perf_counter() - t0
+            model.save(best_dir, tokenizer)
+
+    state = train_epochs(model, optimizer, scheduler, state, t, t.max_steps, out=run_dir, config=config,
+                         device=device, dtype=dtype, logger=logger, log_every=cfg.logging.every_steps,
+                         name=f"icd {run_dir.name}", metric="map", step_loss=step_loss, validate=validate,
+                         batches=batches, on_epoch_start=on_epoch_start, keep_best=keep_best,
+                         grad_accum=t.grad_accum, engine=engine)
     if world > 1:
         torch.distributed.barrier()  # rank 0 has saved best/
     if rank != 0:
@@ -344,8 +299,8 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
     result = {
         "system": run_dir.name, "dir": str(run_dir), "init_from": str(init_from), "seed": seed, "variant": variant.name,
         "max_length": variant.max_length, "max_chunks": variant.max_chunks, "threshold": threshold,
-        "best_epoch": state["best_epoch"] + 1, "steps": state["step"], "train_seconds": round(seconds, 1),
-        "train_tokens_per_s": round(tokens_seen / train_seconds, 1) if tokens_seen else None,
+        "best_epoch": state["best_epoch"] + 1, "steps": state["step"], "train_seconds": round(state["seconds"], 1),
+        "train_tokens_per_s": round(state["tokens"] / state["token_seconds"], 1) if state["tokens"] else None,
         **parameters, "world_size": world,
         "lora": asdict(cfg.model.lora) if cfg.model.lora.enabled else None,
         "prune": {**asdict(cfg.model.prune), "dropped": best.config.pruned_from["dropped"]}
@@ -359,23 +314,14 @@ def train_run(cfg: IcdConfig, init_from: str, seed: int, variant: Variant, label
                           "provenance": provenance(device)}
     best.save(run_dir / "model", tokenizer)
     np.savez_compressed(run_dir / "scores.npz", val=val_scores, test=test_scores)
-    (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    shutil.rmtree(run_dir / "ckpt", ignore_errors=True)  # the finished model is in model/; resume state is moot
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")  # last: marks the run finished
+    remove_checkpoints(run_dir)  # the finished model is in model/; resume state is moot
     return result
 
 
-def provenance(device: torch.device) -> dict:
-    import transformers
-
-    from pretrain.train import git_sha
-
-    return {"git_sha": git_sha(), "device": str(device), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": sys.version.split()[0]}
-
-
 def run_tfidf(cfg: IcdConfig, dataset: Path, labels, data: dict[str, Split], out: Path) -> dict:
-    from finetune.icd.baselines import TfidfConfig, run_tfidf_baseline
-    from finetune.icd.metrics import compute_metrics, tune_threshold
+    # Imported here: scikit-learn takes a while to import, and only this baseline needs it.
+    from cmbert.finetune.icd.baselines import TfidfConfig, run_tfidf_baseline
 
     out.mkdir(parents=True, exist_ok=True)
     if (out / "result.json").is_file():
@@ -399,19 +345,8 @@ def run_tfidf(cfg: IcdConfig, dataset: Path, labels, data: dict[str, Split], out
     return result
 
 
-def encoder_name(folder: str) -> str:
-    path = Path(folder).resolve()
-    return path.name if path.name not in ("model", "best") else f"{path.parent.name}-{path.name}"
-
-
 def main(cfg: IcdConfig) -> dict:
     """Every run of the comparison, then the report. Returns the report."""
-    from transformers import AutoTokenizer
-
-    from finetune.icd.data import load_labels
-    from finetune.icd.report import write_report
-    from pretrain.packing import tokenizer_sha256
-
     out, dataset = Path(cfg.out), Path(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
@@ -442,11 +377,6 @@ def evaluate(models: list[str], dataset: str | Path, out: str | Path, split: str
              eval_cfg: IcdEvalConfig | None = None, precision: str = "auto") -> dict:
     """Trained model folders on one split of a prepared dataset, each at its own stored threshold, side by side;
     significance against the first. The models must predict the dataset's label set."""
-    from finetune.icd.data import load_labels
-    from finetune.icd.metrics import compute_metrics
-    from finetune.icd.report import write_report
-    from pretrain.packing import tokenizer_sha256
-
     out, dataset = Path(out), Path(dataset)
     labels = load_labels(dataset)
     results, first = [], None
@@ -454,7 +384,7 @@ def evaluate(models: list[str], dataset: str | Path, out: str | Path, split: str
     for folder in models:
         model, tokenizer = IcdModel.load(folder, device)
         if model.meta.codes != labels.codes:
-            raise ValueError(f"{folder} predicts {len(model.meta.codes)} codes that are not {dataset}'s "
+            raise UserError(f"{folder} predicts {len(model.meta.codes)} codes that are not {dataset}'s "
                              f"{len(labels.codes)} labels (train it on this dataset)")
         cut = model.meta.max_chunks * (model.meta.max_length - 2)
         sha = tokenizer_sha256(folder)

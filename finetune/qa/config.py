@@ -3,27 +3,30 @@ overrides.
 
     cfg = load_qa_config("configs/finetune/qa/demo.yaml", ["train.lr=3e-5", "model.doc_stride=64"])
 
-The training and logging sections are the generic recipes' (`finetune.generic.config`), so the optimizer, schedule,
+The training and logging sections are the generic recipes' (`cmbert.finetune.generic.config`), so the optimizer, schedule,
 resume and logging behave as in `cmbert finetune classify|tokens train`; the data, model and eval sections are QA's.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from finetune.generic.config import (
+from cmbert.core.config import (
+    ConfigBase,
+    ConfigError,
     GenericLoggingConfig,
     GenericTrainConfig,
     check_encoder_folder,
+    check_ranges,
     check_split_paths,
     check_train_settings,
+    load_dataclass,
 )
-from finetune.lora import LoraSettings, check_lora_settings
-from finetune.pruning import PruneSettings, check_prune_settings
-from pretrain.config import ConfigError, load_dataclass
+from cmbert.core.lora import LoraSettings, check_lora_settings
+from cmbert.core.pruning import PruneSettings, check_prune_settings
 
 MAX_CONTEXT = 8192  # ModernBERT's longest context; a window never exceeds the encoder's own either
 
@@ -70,7 +73,7 @@ class QaEvalConfig:
 
 
 @dataclass
-class QaConfig:
+class QaConfig(ConfigBase):
     out: str = "runs/qa"
     data: QaDataConfig = field(default_factory=QaDataConfig)
     model: QaModelConfig = field(default_factory=QaModelConfig)
@@ -79,8 +82,6 @@ class QaConfig:
     logging: GenericLoggingConfig = field(default_factory=lambda: GenericLoggingConfig(
         project="clinical-modernbert-qa"))
 
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
 
 
 def check_qa_config(cfg: QaConfig) -> None:
@@ -105,8 +106,7 @@ def check_qa_config(cfg: QaConfig) -> None:
     check_lora_settings(m.lora, "model.lora")
     check_prune_settings(m.prune, "model.prune")
     check_train_settings(t)
-    if e.max_answer_tokens < 1 or e.n_best < 1 or e.batch_size < 1:
-        raise ConfigError("eval.max_answer_tokens, eval.n_best and eval.batch_size must be >= 1")
+    check_ranges(e, "eval", {"max_answer_tokens": ">= 1", "n_best": ">= 1", "batch_size": ">= 1"})
     if e.null_threshold is not None and not d.unanswerable:
         raise ConfigError("eval.null_threshold: only read with data.unanswerable=true (SQuAD v1.1 always answers)")
     if cfg.logging.every_steps < 1:
@@ -116,4 +116,58 @@ def check_qa_config(cfg: QaConfig) -> None:
 def load_qa_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> QaConfig:
     cfg = load_dataclass(QaConfig, path, overrides)
     check_qa_config(cfg)
+    return cfg
+
+
+@dataclass
+class QaPredictConfig:
+    """The settings of `cmbert predict qa` (defaults: configs/predict/qa.yaml). Window and span settings left null
+    are the model's own (its qa_settings.json, written by training).
+
+    Args:
+        model: a model folder from `cmbert finetune qa train` (or any local transformers ModernBERT QA folder);
+            required
+        input: a SQuAD-layout .json, a .jsonl of {id, question, context} records, or a local `datasets` folder; gold
+            answers optional; required
+        out: FILE.jsonl: {id, answer, start, end, scores, n_best} per question; required
+        format: the input's layout (auto: from its name)
+        max_length: tokens per window (default: the model's training value)
+        doc_stride: tokens shared by consecutive windows (default: the model's)
+        null_threshold: answer "" when null score - best span score is above this (default: the threshold tuned on
+            validation)
+        max_answer_tokens: longest answer in tokens (default: the model's)
+        n_best: spans listed per question (default: the model's)
+        batch_size: windows per forward pass
+        device: where the model runs
+        precision: auto (bf16 autocast on GPUs and on CPUs with native bf16, else fp32), fp32 or bf16
+
+    Example: cmbert predict qa --model runs/qa-demo/model --input runs/qa-data/test.json --out answers.jsonl
+    """
+
+    model: str | None = None
+    input: str | None = None
+    out: str | None = None
+    format: Literal["auto", "squad", "jsonl", "datasets"] = "auto"
+    max_length: int | None = None
+    doc_stride: int | None = None
+    null_threshold: float | None = None
+    max_answer_tokens: int | None = None
+    n_best: int | None = None
+    batch_size: int = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+def load_qa_predict_config(path: str | Path | None = None,
+                           overrides: list[str] | tuple[str, ...] = ()) -> QaPredictConfig:
+    """configs/predict/qa.yaml (or `path`) with dotted overrides, checked key by key."""
+    cfg = load_dataclass(QaPredictConfig, "configs/predict/qa.yaml" if path is None else path, overrides)
+    for key in ("model", "input", "out"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"{key}: required (--{key} PATH or {key}=PATH)")
+    for key in ("max_length", "max_answer_tokens", "n_best", "batch_size"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {getattr(cfg, key)}")
+    if cfg.doc_stride is not None and cfg.doc_stride < 0:
+        raise ConfigError(f"doc_stride: must be >= 0, got {cfg.doc_stride}")
     return cfg

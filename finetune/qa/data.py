@@ -38,9 +38,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.generic.data import dataset_records
-from finetune.inputs import json_lines
-from pretrain.readers import ReadError, SkipCounter, _open_binary
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.core.io import ReadError, SkipCounter, open_binary
+from cmbert.data.inputs import dataset_records, json_lines
 
 
 @dataclass
@@ -85,15 +85,15 @@ def input_format(path: str | Path, configured: str = "auto") -> str:
         return "squad"
     if last in (".jsonl", ".ndjson"):
         return "jsonl"
-    raise ValueError(f"{path}: cannot tell the QA format from the name (.json = SQuAD layout, .jsonl = one record "
-                     "per line, a folder = `datasets`); set data.format")
+    raise UserError(f"{path}: cannot tell the QA format from the name (.json = SQuAD layout, .jsonl = one record "
+                    "per line, a folder = `datasets`); set data.format")
 
 
 def read_qa_split(path: str | Path, role: str, format: str = "auto", unanswerable: bool = True) -> QaSplit:
     """The usable questions of one split, with skip counts (see the module docstring)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingInput(f"{path} does not exist")
     counter, fixes = SkipCounter(), Counter()
     kind = input_format(path, format)
     records = {"squad": _squad_records, "jsonl": _jsonl_records, "datasets": _dataset_records}[kind](path, role,
@@ -117,7 +117,7 @@ def read_qa_split(path: str | Path, role: str, format: str = "auto", unanswerabl
 
 def _read_json(path: Path):
     try:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             raw = f.read()
     except (EOFError, OSError, zlib.error) as exc:
         raise ReadError(f"{path}: unreadable ({type(exc).__name__})") from None
@@ -139,8 +139,8 @@ def _squad_records(path: Path, role: str, counter: SkipCounter) -> Iterator[tupl
         return
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         found = type(data).__name__ if not isinstance(data, dict) else f"keys {sorted(data)[:8]}"
-        raise ValueError(f"{path}: not a SQuAD file (expected {{\"data\": [{{\"paragraphs\": [...]}}]}} or a list "
-                         f"of records at the top level, found {found})")
+        raise UserError(f"{path}: not a SQuAD file (expected {{\"data\": [{{\"paragraphs\": [...]}}]}} or a list "
+                        f"of records at the top level, found {found})")
     for a, article in enumerate(data["data"]):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.qa.data import QaExample, QaSplit, read_qa_split
-from finetune.qa.metrics import squad_v2_scores
-from finetune.qa.spans import QuestionPrediction, predict_answers, span_probabilities
-from finetune.qa.windows import Windows, collate_windows, make_windows
+from cmbert.finetune.qa.data import QaExample, QaSplit, read_qa_split
+from cmbert.finetune.qa.metrics import squad_v2_scores
+from cmbert.finetune.qa.spans import QuestionPrediction, predict_answers, span_probabilities
+from cmbert.finetune.qa.windows import Windows, collate_windows, make_windows
 
 SETTINGS_FILE = "qa_settings.json"
 
@@ -110,8 +110,9 @@ def predict_file(model_dir: str | Path, input_path: str | Path, out: str | Path,
     has gold answers). `overrides`: QaSettings fields (None leaves the model's)."""
     from transformers import AutoTokenizer
 
-    from finetune.icd.batches import device_and_dtype
-    from modeling import ModernBertForQuestionAnswering
+    from cmbert.core.errors import UserError
+    from cmbert.core.runtime import device_and_dtype
+    from cmbert.modeling import ModernBertForQuestionAnswering
 
     settings = QaSettings.read(model_dir)
     torch_device, dtype = device_and_dtype(precision, device)
@@ -125,10 +126,10 @@ def predict_file(model_dir: str | Path, input_path: str | Path, out: str | Path,
         if value is not None:
             setattr(settings, key, value)
     if settings.max_length > context:
-        raise ValueError(f"max length {settings.max_length} exceeds the model's context ({context} tokens)")
+        raise UserError(f"max length {settings.max_length} exceeds the model's context ({context} tokens)")
     if not 0 <= settings.doc_stride < settings.max_length - settings.max_question_tokens - 3:
-        raise ValueError(f"doc stride {settings.doc_stride} must be below the context tokens per window "
-                         f"({settings.max_length - settings.max_question_tokens - 3})")
+        raise UserError(f"doc stride {settings.doc_stride} must be below the context tokens per window "
+                        f"({settings.max_length - settings.max_question_tokens - 3})")
     split = read_qa_split(input_path, "test", input_format)
     windows = make_windows(tokenizer, split.examples, settings.max_length, settings.doc_stride,
                            settings.max_question_tokens)
@@ -149,6 +150,13 @@ def predict_file(model_dir: str | Path, input_path: str | Path, out: str | Path,
     return summary
 
 
+
+def predict_from_config(cfg) -> dict:
+    """`predict_file` with the settings of a `QaPredictConfig` (cmbert.finetune.qa.config)."""
+    return predict_file(cfg.model, cfg.input, cfg.out, input_format=cfg.format, batch_size=cfg.batch_size,
+                        device=cfg.device, precision=cfg.precision, max_length=cfg.max_length,
+                        doc_stride=cfg.doc_stride, null_threshold=cfg.null_threshold,
+                        max_answer_tokens=cfg.max_answer_tokens, n_best=cfg.n_best)
 def format_summary(summary: dict) -> str:
     d = summary["data"]
     skipped = ", ".join(f"{k} {v:,}" for k, v in d["skipped"].items())
@@ -164,7 +172,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m finetune.qa.predict MODEL INPUT OUT
+if __name__ == "__main__":  # python -m cmbert.finetune.qa.predict MODEL INPUT OUT
     if len(sys.argv) != 4:
-        sys.exit("usage: python -m finetune.qa.predict MODEL_DIR INPUT OUT.jsonl")
+        sys.exit("usage: python -m cmbert.finetune.qa.predict MODEL_DIR INPUT OUT.jsonl")
     print(format_summary(predict_file(*sys.argv[1:])), file=sys.stderr)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from finetune.qa.data import QaExample
-from finetune.qa.windows import Windows
+from cmbert.finetune.qa.data import QaExample
+from cmbert.finetune.qa.windows import Windows
 
 
 @dataclass

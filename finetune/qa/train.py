@@ -31,7 +31,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from finetune.epochs import (
+from cmbert.core.config import split_sources
+from cmbert.core.errors import UserError
+from cmbert.core.loop import (
     adaptation_card_lines,
     finished_report,
     linear_schedule,
@@ -45,21 +47,20 @@ from finetune.epochs import (
     train_epochs,
     training_device,
 )
-from finetune.generic.train import split_sources  # the same data.train / validation / test keys
-from finetune.qa.config import QaConfig, load_qa_config
-from finetune.qa.data import QaSplit, read_qa_split
-from finetune.qa.predict import QaSettings, prediction_record, score_predictions, window_logits
-from finetune.qa.spans import QuestionPrediction, predict_answers
-from finetune.qa.windows import Windows, collate_windows, make_windows
+from cmbert.finetune.qa.config import QaConfig, load_qa_config
+from cmbert.finetune.qa.data import QaSplit, read_qa_split
+from cmbert.finetune.qa.predict import QaSettings, prediction_record, score_predictions, window_logits
+from cmbert.finetune.qa.spans import QuestionPrediction, predict_answers
+from cmbert.finetune.qa.windows import Windows, collate_windows, make_windows
 
 HEAD_PREFIXES = ("head.", "classifier.")  # trains at head_lr, and stays trainable under LoRA
 EVAL_SPLITS = ("validation", "test")
 
 
 def build_model(cfg: QaConfig) -> tuple[nn.Module, list[int]]:
-    from finetune.lora import apply_lora
-    from finetune.pruning import prune_layers
-    from modeling import ModernBertForQuestionAnswering
+    from cmbert.core.lora import apply_lora
+    from cmbert.core.pruning import prune_layers
+    from cmbert.modeling import ModernBertForQuestionAnswering
 
     torch.manual_seed(cfg.train.seed)  # the fresh head's initial weights
     model = ModernBertForQuestionAnswering.from_pretrained(cfg.model.init_from, num_labels=2)
@@ -86,7 +87,7 @@ def validation_score(cfg: QaConfig, split: QaSplit,
 
 
 def write_predictions(path: Path, split: QaSplit, predictions: list[QuestionPrediction], threshold: float | None):
-    from finetune.qa.metrics import exact_match, gold_answers, token_f1
+    from cmbert.finetune.qa.metrics import exact_match, gold_answers, token_f1
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
@@ -102,8 +103,8 @@ def write_predictions(path: Path, split: QaSplit, predictions: list[QuestionPred
 def export_model(model: nn.Module, tokenizer, folder: Path, cfg: QaConfig, threshold: float | None,
                  results: dict) -> None:
     """The trained model with its adapters merged, as a stock transformers folder, with the settings predict uses."""
-    from finetune.lora import merged_copy
-    from pretrain.tokenizer import save_tokenizer
+    from cmbert.core.lora import merged_copy
+    from cmbert.core.tokenizer_files import save_tokenizer
 
     stock = merged_copy(model).eval()
     stock.save_pretrained(folder)
@@ -115,7 +116,7 @@ def export_model(model: nn.Module, tokenizer, folder: Path, cfg: QaConfig, thres
 
 
 def write_model_card(folder: Path, cfg: QaConfig, config, threshold: float | None, results: dict) -> None:
-    from finetune.icd.train import encoder_name
+    from cmbert.core.runtime import encoder_name
 
     scores = ", ".join(f"{role} EM {m['exact']:.1f} / F1 {m['f1']:.1f}" for role, m in results.items() if m)
     m = cfg.model
@@ -147,7 +148,7 @@ def main(cfg: QaConfig) -> dict:
     """The whole run (see the module docstring); returns the report. A finished `out` returns its report."""
     from transformers import AutoTokenizer
 
-    from finetune.lora import trainable_summary
+    from cmbert.core.lora import trainable_summary
 
     out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
@@ -160,12 +161,12 @@ def main(cfg: QaConfig) -> dict:
               for role, path in split_sources(cfg).items()}
     for split in splits.values():
         if not split.examples:
-            raise ValueError(f"{split.source}: no usable {split.name} questions ({split.counter.as_dict()})")
+            raise UserError(f"{split.source}: no usable {split.name} questions ({split.counter.as_dict()})")
     m = cfg.model
     windows = {role: make_windows(tokenizer, s.examples, m.max_length, m.doc_stride, m.max_question_tokens)
                for role, s in splits.items()}
     model, dropped = build_model(cfg)
-    model.to(device)
+    model.to(device).set_attention_backend(m.attention_backend)  # this model's kernels, not process-wide
     parameters = trainable_summary(model)
     optimizer = make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr, "adapters": m.lora.lr},
                                HEAD_PREFIXES)
@@ -262,5 +263,5 @@ def parse_args(argv: list[str] | None = None) -> QaConfig:
     return load_qa_config(args.config, args.overrides)
 
 
-if __name__ == "__main__":  # python -m finetune.qa.train --config ... [overrides]
+if __name__ == "__main__":  # python -m cmbert.finetune.qa.train --config ... [overrides]
     print(format_summary(main(parse_args(sys.argv[1:]))))

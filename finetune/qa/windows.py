@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from finetune.qa.data import QaExample
+from cmbert.finetune.qa.data import QaExample
 
 
 @dataclass
@@ -118,7 +118,7 @@ def collate_windows(windows: Windows, idx, pad_id: int):
     """Padded input ids, attention mask, and the start / end targets of the windows `idx`."""
     import torch
 
-    from finetune.epochs import padded
+    from cmbert.core.loop import padded
 
     input_ids, mask = padded([windows.ids[i] for i in idx], pad_id)
     starts = torch.tensor([windows.start_positions[i] for i in idx])

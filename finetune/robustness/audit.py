@@ -1,26 +1,26 @@
 """`cmbert audit robustness`: LAPD's latent diagnosis flip rate (LDFR; Vijayaraj 2025, arXiv 2507.21188) of an
 encoder's note embeddings, with the surface change of a fine-tuned ICD head beside it.
 
-    from finetune.robustness.audit import run_audit
+    from cmbert.finetune.robustness.audit import run_audit
     report = run_audit(mimic="runs/demo/mimic", out="runs/demo/robustness", model="runs/demo/model",
                        data="runs/demo/icd-data", icd_model="runs/demo/icd/runs/model-8k-seed0/model")
 
 Steps:
 1. Held-out notes: the discharge notes of the `--data` dataset's test split (a `cmbert finetune icd prepare` folder:
    patients the fine-tuned head never trained on), or without one the test patients of our own split of the MIMIC
-   patients (`finetune.icd.data.split_patients`, stratified on the gold classes, `seed`). The report says which.
+   patients (`cmbert.finetune.icd.data.split_patients`, stratified on the gold classes, `seed`). The report says which.
    `max_notes` of them are sampled (seeded). Text is the note as stored in MIMIC (the dataset's own text when it
    was not preprocessed), so the numeric operator sees its numbers and the ICD head applies its own text rules.
 2. Gold diagnosis: the CCSR body system (CIR, RSP, DIG, ...: 22 classes, about the ICD-10-CM chapters) of the
-   admission's principal diagnosis (hosp/diagnoses_icd seq_num 1), mapped by `finetune.trajectory.vocab.CodeMapper`
+   admission's principal diagnosis (hosp/diagnoses_icd seq_num 1), mapped by `cmbert.data.categories.CodeMapper`
    ("ccsr": ICD-10-CM directly, ICD-9-CM through the CMS GEMs), so ICD-9 and ICD-10 admissions share classes. A
    few hundred notes cannot support hundreds of diagnosis classes; body systems give a boundary with enough notes
    on each side. Classes with fewer than `min_class_notes` sampled notes are merged into "other" (counted), and an
    "other" still that small is dropped (counted).
-3. Perturbations (`finetune.robustness.perturb`): mask, negate, synonym, numeric_within, numeric_across, each note
+3. Perturbations (`cmbert.finetune.robustness.perturb`): mask, negate, synonym, numeric_within, numeric_across, each note
    by each operator (a note an operator cannot change is a counted skip for it). The perturbed notes are written
    to OUT/perturbed/<operator>.jsonl and nowhere else.
-4. Embeddings (`finetune.embeddings.cached_embeddings`: batched, cached by model hash and text) of the clean and
+4. Embeddings (`cmbert.core.embeddings.cached_embeddings`: batched, cached by model hash and text) of the clean and
    perturbed notes; PCA fit on the clean embeddings only (k = `components`, at most n - 1); a classifier on the
    clean PCA coordinates and gold classes: logistic regression (standardised components, balanced class weights,
    so the boundary is not "always the majority class") or nearest centroid. Its cross-validated clean accuracy
@@ -49,13 +49,15 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.robustness.perturb import OPERATORS, Perturbation, perturb
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.finetune.robustness.perturb import OPERATORS, Perturbation, perturb
 
 FORMAT = "cmbert-robustness/1"
 CLASSIFIERS = ("logistic", "centroid")
 MIN_NOTES = 10  # fewer held-out notes than this make neither a PCA nor a classifier worth reading
 OTHER = "other"
-OUTPUT_FILES = ("report.json", "robustness.png", "per_note.csv", "perturbed")
+OUTPUT_FILES = ("report.json", "robustness.png", "per_note.csv", "perturbed",
+                "config.yaml", "provenance.json")  # the last two: `cmbert audit robustness` writes them
 PARTIAL_MARKER = ".robustness_partial"
 DIAGNOSES_TABLE = "hosp/diagnoses_icd"
 NOTES_TABLE = "note/discharge"
@@ -78,7 +80,7 @@ class HeldOutNote:
 
 def principal_diagnoses(path: Path, counter=None) -> dict[int, tuple[str, int]]:
     """hadm_id -> (code, icd_version) of each admission's seq_num 1 diagnosis (streamed; {hadm: code} only)."""
-    from pretrain.readers import read_icd_codes
+    from cmbert.data.readers import read_icd_codes
 
     out: dict[int, tuple[str, int]] = {}
     for row in read_icd_codes(path, None, counter):
@@ -89,7 +91,7 @@ def principal_diagnoses(path: Path, counter=None) -> dict[int, tuple[str, int]]:
 
 def body_system_labeller() -> Callable[[str, int], str | None]:
     """(code, icd_version) -> CCSR body system id ("CIR"), or None when the code maps nowhere."""
-    from finetune.trajectory.vocab import CodeMapper
+    from cmbert.data.categories import CodeMapper
 
     mapper = CodeMapper("ccsr")
 
@@ -125,9 +127,10 @@ def _sample(n: int, max_notes: int | None, seed: int) -> np.ndarray:
 def held_out_notes(mimic: Path, data: Path | None, splits: Sequence[str], seed: int, max_notes: int | None,
                    test_size: float, log: Callable[[str], None]) -> tuple[list[HeldOutNote], dict]:
     """The sampled held-out notes with gold classes (before merging) and texts, and the report's `held_out` part."""
-    from finetune.datasets import mimic_table
-    from finetune.icd.data import load_labels, read_split, split_patients
-    from pretrain.readers import SkipCounter, read_mimic_notes
+    from cmbert.core.builds import mimic_table, split_patients
+    from cmbert.core.io import SkipCounter
+    from cmbert.data.icd_dataset import load_labels, read_split
+    from cmbert.data.readers import read_mimic_notes
 
     diagnoses_path = mimic_table(mimic, DIAGNOSES_TABLE, _NEEDS)
     notes_path = mimic_table(mimic, NOTES_TABLE, _NEEDS)
@@ -250,7 +253,7 @@ def fit_latent_classifier(clean: np.ndarray, labels: Sequence[str], components: 
         raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, not {classifier!r}")
     classes = sorted(set(labels))
     if len(classes) < 2:
-        raise ValueError(f"the latent classifier needs at least 2 gold classes, got {len(classes)}")
+        raise UserError(f"the latent classifier needs at least 2 gold classes, got {len(classes)}")
     y = np.asarray([classes.index(label) for label in labels])
     pca = PCA(n_components=_components(components, len(clean), clean.shape[1]), random_state=seed).fit(clean)
     z = pca.transform(clean)
@@ -362,7 +365,7 @@ def surface_changes(icd_model: Path, clean_texts: Sequence[str], perturbed: dict
                     device: str, precision: str) -> dict[str, dict]:
     """Per operator: the ICD head's predicted code sets (above its threshold) before and after, as the fraction of
     notes whose set changes and the mean Jaccard, plus per-note arrays."""
-    from finetune.icd.predict import predict
+    from cmbert.core.label_attention import predict
 
     keyed = [(f"clean:{i}", t) for i, t in enumerate(clean_texts)]
     for op, (rows, texts) in perturbed.items():
@@ -476,7 +479,7 @@ def _operator_summary(op: str, results: list[Perturbation]) -> dict:
     summary: dict = {"notes_changed": sum(r.skip is None for r in results), "skipped": dict(sorted(skipped.items())),
                      "edits": len(changes)}
     if op.startswith("numeric"):
-        from finetune.robustness.perturb import QUANTITIES
+        from cmbert.finetune.robustness.perturb import QUANTITIES
 
         step = {q.name: q.step for q in QUANTITIES}
         summary["quantities"] = dict(Counter(c.quantity for c in changes).most_common())
@@ -494,9 +497,9 @@ def _audit(work: Path, mimic: Path, model: Path, icd_model: Path | None, data: P
            max_notes: int | None, seed: int, pooling: str, components: int, classifier: str, min_class_notes: int,
            edits: int, max_tokens: int, chunk_length: int | None, cache_dir: Path, device: str, precision: str,
            bootstrap: int, test_size: float, log: Callable[[str], None], progress: bool) -> dict:
-    from finetune.embeddings import cached_embeddings, context_length, model_config, model_hash
-    from finetune.icd.batches import device_and_dtype
-    from finetune.trajectory.vocab import CCSR_BODY_SYSTEMS
+    from cmbert.core.embeddings import cached_embeddings, context_length, model_config, model_hash
+    from cmbert.core.runtime import device_and_dtype
+    from cmbert.data.categories import CCSR_BODY_SYSTEMS
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -507,12 +510,12 @@ def _audit(work: Path, mimic: Path, model: Path, icd_model: Path | None, data: P
     classes = Counter(golds)
     held_out.update(notes_used=len(notes), **merging)
     if len(notes) < MIN_NOTES:
-        raise ValueError(f"the robustness audit needs at least {MIN_NOTES} held-out notes with a gold diagnosis; "
-                         f"found {len(notes)} (raise --max-notes, use a larger split, or without --data a larger "
-                         "--test-size)")
+        raise UserError(f"the robustness audit needs at least {MIN_NOTES} held-out notes with a gold diagnosis; "
+                        f"found {len(notes)} (raise --max-notes, use a larger split, or without --data a larger "
+                        "--test-size)")
     if len(classes) < 2:
-        raise ValueError(f"the robustness audit needs at least 2 gold classes with >= {min_class_notes} held-out "
-                         f"notes each (--min-class-notes); found {dict(classes)}")
+        raise UserError(f"the robustness audit needs at least 2 gold classes with >= {min_class_notes} held-out "
+                        f"notes each (--min-class-notes); found {dict(classes)}")
     log(f"{len(notes)} held-out notes ({held_out['source']}), {len(classes)} gold classes")
     seconds["notes"] = time.perf_counter() - started
 
@@ -571,7 +574,7 @@ def _audit(work: Path, mimic: Path, model: Path, icd_model: Path | None, data: P
         operators[op] = entry
     _write_per_note(work / "per_note.csv", notes, golds, fitted.classes, clean_pred, results, flips, surface)
 
-    from finetune.icd.model import ICD_JSON
+    from cmbert.core.label_attention import ICD_JSON
 
     icd_meta = None
     if icd_model is not None:
@@ -624,7 +627,7 @@ def _write_per_note(path: Path, notes: list[HeldOutNote], golds: list[str], clas
 def _provenance(device) -> dict:
     import sklearn
 
-    from finetune.icd.train import provenance
+    from cmbert.core.runtime import provenance
 
     return {**provenance(device), "sklearn": sklearn.__version__}
 
@@ -638,35 +641,35 @@ def run_audit(mimic: str | Path, out: str | Path, model: str | Path | None = Non
               progress: bool = True) -> dict:
     """The audit of the module docstring into `out`; returns the report (also OUT/report.json).
 
-    `model`: any local encoder folder `finetune.embeddings.load_encoder` reads; default: the `icd_model`'s own
+    `model`: any local encoder folder `cmbert.core.embeddings.load_encoder` reads; default: the `icd_model`'s own
     (fine-tuned) encoder. `data`: a `cmbert finetune icd prepare` folder whose `splits` hold the held-out notes.
     `precision` is fp32 by default: on the demo encoder, bf16 rounding moves a note's mean embedding a sixth as far
     as one masked word does (cosine distance 6.5e-7 against 3.7e-6), noise a flip rate should not include."""
-    from finetune.datasets import build_atomically, check_output
-    from finetune.embeddings import POOLINGS
-    from finetune.icd.data import SPLITS
-    from pretrain.wheel_data import default_cache_dir
+    from cmbert.core.builds import build_atomically, check_output
+    from cmbert.core.embeddings import POOLINGS
+    from cmbert.core.runtime import default_cache_dir
+    from cmbert.data.icd_dataset import SPLITS
 
     mimic, out = Path(mimic), Path(out)
     if not mimic.is_dir():
-        raise FileNotFoundError(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
+        raise MissingInput(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
     if model is None and icd_model is None:
-        raise ValueError("give --model (an encoder folder) or --icd-model (whose encoder is then used)")
+        raise UserError("give --model (an encoder folder) or --icd-model (whose encoder is then used)")
     icd_model = Path(icd_model) if icd_model is not None else None
     if icd_model is not None and not (icd_model / "icd.json").is_file():
-        raise FileNotFoundError(f"{icd_model}: no icd.json; not an ICD model folder from `cmbert finetune icd train`")
+        raise MissingInput(f"{icd_model}: no icd.json; not an ICD model folder from `cmbert finetune icd train`")
     model = Path(model) if model is not None else icd_model
     data = Path(data) if data is not None else None
     if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, not {classifier!r}")
     if bad := [s for s in splits if s not in SPLITS]:
-        raise ValueError(f"unknown split(s) {', '.join(bad)}; expected {', '.join(SPLITS)}")
+        raise UserError(f"unknown split(s) {', '.join(bad)}; expected {', '.join(SPLITS)}")
     if min_class_notes < 2 or components < 1 or edits < 1 or bootstrap < 0 or (max_notes is not None and max_notes < 1):
-        raise ValueError("need min_class_notes >= 2, components >= 1, edits >= 1, bootstrap >= 0, max_notes >= 1")
+        raise UserError("need min_class_notes >= 2, components >= 1, edits >= 1, bootstrap >= 0, max_notes >= 1")
     if not 0 < test_size < 0.9:
-        raise ValueError(f"test_size must be in (0, 0.9), got {test_size}")
+        raise UserError(f"test_size must be in (0, 0.9), got {test_size}")
     check_output(out, overwrite, OUTPUT_FILES, {"report.json"}, "a robustness audit")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "embeddings"
 
@@ -687,3 +690,38 @@ def run_audit(mimic: str | Path, out: str | Path, model: str | Path | None = Non
     report = build_atomically(out, PARTIAL_MARKER, "audit robustness", build, log)
     log(f"wrote {out}: report.json, robustness.png, per_note.csv, perturbed/")
     return report
+
+
+def audit_from_config(cfg) -> dict:
+    """`run_audit` with the settings of an `AuditConfig` (cmbert.finetune.robustness.config)."""
+    return run_audit(cfg.mimic, cfg.out, model=cfg.model, icd_model=cfg.icd_model, data=cfg.data, splits=cfg.splits,
+                     max_notes=cfg.max_notes, seed=cfg.seed, pooling=cfg.pooling, components=cfg.components,
+                     classifier=cfg.classifier, min_class_notes=cfg.min_class_notes, edits=cfg.edits,
+                     max_tokens=cfg.max_tokens, chunk_length=cfg.chunk_length, cache_dir=cfg.cache,
+                     device=cfg.device, precision=cfg.precision, bootstrap=cfg.bootstrap, test_size=cfg.test_size,
+                     overwrite=cfg.overwrite)
+
+
+def format_audit(report: dict, out: str) -> str:
+    """What `cmbert audit robustness` prints: the clean classifier's accuracy, then per operator LDFR with its CI,
+    displacement and the ICD head's surface change (numbers only); the files written go to stderr."""
+    cv = report["latent"]["clean_cv"]
+    lines = [f"{report['held_out']['notes_used']} held-out notes ({report['held_out']['source']}), "
+             f"{len(report['latent']['classes'])} classes, PCA k={report['latent']['components']}, "
+             f"{report['latent']['classifier']}: clean CV balanced accuracy {cv['balanced_accuracy']}, majority rate "
+             f"{cv['majority_rate']:.3f}",
+             f"{'operator':<16}{'changed':>8}{'skipped':>8}  {'LDFR [95% CI]':<22}{'cos dist':>10}{'rel L2':>9}"
+             f"{'ICD changed':>13}{'Jaccard':>9}"]
+
+    def fmt(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for op, s in report["operators"].items():
+        ci = s["ldfr_ci95"]
+        ldfr = f"{s['ldfr']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if s["ldfr"] is not None and ci else "-"
+        surface = s.get("surface") or {}
+        lines.append(f"{op:<16}{s['notes_changed']:>8}{sum(s['skipped'].values()):>8}  {ldfr:<22}"
+                     f"{fmt(s['cosine_distance_mean'], '.2e'):>10}{fmt(s['relative_l2_mean'], '.3f'):>9}"
+                     f"{fmt(surface.get('changed_fraction'), '.3f'):>13}{fmt(surface.get('jaccard_mean'), '.3f'):>9}")
+    print(f"-> {out}/report.json, robustness.png, config.yaml", file=sys.stderr)
+    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The four LAPD perturbation operators for clinical notes (Vijayaraj 2025, arXiv 2507.21188) and the lexicons they use.
 
-    from finetune.robustness.perturb import perturb
+    from cmbert.finetune.robustness.perturb import perturb
     result = perturb(text, "negate", seed=0)      # result.text (None when skipped), result.changes, result.skip
 
 Operators (`OPERATORS`; each changes `edits` spans of a note, 1 by default: one clinically meaningful edit, as LAPD).
@@ -50,6 +50,8 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 from functools import cache, lru_cache
+
+from cmbert.core.errors import UserError
 
 MASK = "___"  # MIMIC's de-identification placeholder (see the module docstring)
 OPERATORS = ("mask", "negate", "synonym", "numeric_within", "numeric_across")
@@ -217,7 +219,7 @@ def concept_surfaces() -> dict[str, tuple[Surface, ...]]:
     (~2 s); a code missing from the installed ontologies is a ValueError (the curated table is wrong)."""
     import simple_icd_10_cm as cm
 
-    from pretrain.ontology import titles
+    from cmbert.data.ontology import titles
 
     icd9 = titles("icd9cm")
     out: dict[str, tuple[Surface, ...]] = {}
@@ -735,9 +737,9 @@ def note_rng(seed: int, operator: str, text: str) -> random.Random:
 def perturb(text: str, operator: str, seed: int = 0, edits: int = 1) -> Perturbation:
     """`operator` (one of OPERATORS) applied to `text`: the perturbed text and its changes, or a skip."""
     if operator not in OPERATORS:
-        raise ValueError(f"operator must be one of {', '.join(OPERATORS)}, not {operator!r}")
+        raise UserError(f"operator must be one of {', '.join(OPERATORS)}, not {operator!r}")
     if edits < 1:
-        raise ValueError(f"edits must be >= 1, got {edits}")
+        raise UserError(f"edits must be >= 1, got {edits}")
     if not text.strip():
         return Perturbation(None, skip="empty_text")
     rng = note_rng(seed, operator, text)

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from finetune.lora import LoraSettings, check_lora_settings
-from finetune.pruning import PruneSettings, check_prune_settings
-from pretrain.config import ConfigError, load_dataclass
+from cmbert.core.config import ConfigError, load_dataclass
+from cmbert.core.lora import LoraSettings, check_lora_settings
+from cmbert.core.pruning import PruneSettings, check_prune_settings
 
 INPUTS = ("both", "codes", "notes")  # the ablations: what a visit embedding is made of
 BASELINES = ("repeat_last", "patient_frequent", "population")
@@ -34,8 +34,8 @@ class TrajectoryModelConfig:
     # job (lower train.batch_size or note_max_tokens if memory runs out); gradient_checkpointing recomputes layers.
     finetune_encoder: bool = False
     gradient_checkpointing: bool = False
-    # With finetune_encoder: layers dropped from the note encoder before training (finetune/pruning.py) and LoRA
-    # adapters on the rest (finetune/lora.py; at lora.lr instead of train.encoder_lr, merged into encoder/ on save).
+    # With finetune_encoder: layers dropped from the note encoder before training (cmbert/core/pruning.py) and LoRA
+    # adapters on the rest (cmbert/core/lora.py; at lora.lr instead of train.encoder_lr, merged into encoder/ on save).
     prune: PruneSettings = field(default_factory=PruneSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     hidden_size: int = 128
@@ -61,6 +61,22 @@ class TrajectoryTrainConfig:
     grad_clip: float = 1.0
     note_dropout: float = 0.1  # training only: a past note is replaced by "no note" (MIMIC misses some)
     seed: int = 0
+    # The LR schedule: constant (every step at the peak LR: the frozen-encoder presets were tuned so), or linear
+    # warm-up over warmup_fraction of the steps then linear decay to 0 (the other fine-tuning recipes'). auto: linear
+    # when the note encoder fine-tunes with the model (model.finetune_encoder), constant otherwise.
+    schedule: Literal["auto", "constant", "linear"] = "auto"
+    warmup_fraction: float = 0.1
+    max_steps: int = 0  # stop after this many optimizer steps (0 = epochs decide)
+    checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
+    resume: bool = True
+
+
+@dataclass
+class TrajectoryLoggingConfig:
+    every_steps: int = 10  # one line of loss and LR in <out>/<inputs>/metrics.jsonl
+    # disabled: metrics.jsonl only, as before this recipe had a log; offline / online (the user opts in) add wandb.
+    wandb: Literal["offline", "online", "disabled"] = "disabled"
+    project: str = "clinical-modernbert-trajectory"
 
 
 @dataclass
@@ -74,6 +90,7 @@ class TrajectoryConfig:
     bootstrap_resamples: int = 1000
     model: TrajectoryModelConfig = field(default_factory=TrajectoryModelConfig)
     train: TrajectoryTrainConfig = field(default_factory=TrajectoryTrainConfig)
+    logging: TrajectoryLoggingConfig = field(default_factory=TrajectoryLoggingConfig)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -110,6 +127,11 @@ def check_trajectory_config(cfg: TrajectoryConfig) -> None:
                           ">= 1, chunk_length >= 16")
     if t.lr <= 0 or t.encoder_lr <= 0 or t.weight_decay < 0 or t.epochs < 1 or t.batch_size < 1 or t.patience < 1:
         raise ConfigError("train.lr and train.encoder_lr must be > 0, weight_decay >= 0, epochs, batch_size, patience >= 1")
+    if not 0 <= t.warmup_fraction < 1 or t.max_steps < 0 or t.checkpoint_every_steps < 1:
+        raise ConfigError("train.warmup_fraction must be in [0, 1), train.max_steps >= 0, "
+                          "train.checkpoint_every_steps >= 1")
+    if cfg.logging.every_steps < 1:
+        raise ConfigError("logging.every_steps must be >= 1")
     metric, _, k = t.select_metric.partition("@")
     if metric not in ("recall", "precision", "ndcg", "map", "mar") or not k.isdigit() or int(k) < 1:
         raise ConfigError(f"train.select_metric: expected e.g. mar@20 or recall@20, got {t.select_metric!r}")

@@ -4,7 +4,7 @@ How the dataset is built (the README quotes this; BEHRT's users could not find t
 1. Visits are admissions (hosp `admissions`), ordered per patient by `admittime`, ties by `hadm_id`. An admission
    whose admittime does not parse, or whose hadm_id repeats, is a counted skip.
 2. Each visit's diagnoses are the rows of hosp `diagnoses_icd` (codes outside the release's `d_icd_diagnoses` are
-   counted as `unknown_code`), mapped to the target vocabulary by `finetune.trajectory.vocab.CodeMapper` (CCS by
+   counted as `unknown_code`), mapped to the target vocabulary by `cmbert.data.categories.CodeMapper` (CCS by
    default; CCSR, ICD-10-CM 3-character or full ICD-10-CM codes; ICD-9 codes go through the GEMs where the vocabulary
    is ICD-10 based). Codes that do not map are counted by route in the report. A visit's targets are the set of its
    categories; an admission with no diagnosis row, or none that maps, is not a visit (counted).
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.datasets import (
+from cmbert.core.builds import (
     assign_splits,
     build_atomically,
     check_output,
@@ -60,14 +60,10 @@ from finetune.datasets import (
     read_split_files,
     split_file_paths,
 )
-from finetune.trajectory.vocab import VOCABULARIES, CodeMapper, describe
-from pretrain.readers import (
-    SkipCounter,
-    read_csv_table,
-    read_icd_codes,
-    read_icd_dictionary,
-    read_mimic_notes,
-)
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.core.io import SkipCounter, read_csv_table
+from cmbert.data.categories import VOCABULARIES, CodeMapper, describe
+from cmbert.data.readers import read_icd_codes, read_icd_dictionary, read_mimic_notes
 
 SPLITS = ("train", "val", "test")
 TABLES = {
@@ -146,9 +142,9 @@ def _parse_time(value: str) -> datetime | None:
 
 def _check_arguments(vocabulary: str, min_visits: int, test_size: float, val_size: float) -> None:
     if vocabulary not in VOCABULARIES:
-        raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
+        raise UserError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
     if min_visits < 2:
-        raise ValueError(f"min_visits must be at least 2 (a history and a target), got {min_visits}")
+        raise UserError(f"min_visits must be at least 2 (a history and a target), got {min_visits}")
     check_split_sizes(test_size, val_size)
 
 
@@ -277,7 +273,7 @@ def _build(work: Path, mimic: Path, vocabulary: str, min_visits: int, seed: int,
     counters = counts.pop("counters")
     mapper = CodeMapper(vocabulary)
     if not patients:
-        raise ValueError(f"{mimic}: no patient has {min_visits} or more visits with mapped diagnoses")
+        raise UserError(f"{mimic}: no patient has {min_visits} or more visits with mapped diagnoses")
     log(f"{len(patients):,} patients with {min_visits}+ visits "
         f"({sum(counts['excluded_patients'].values()):,} excluded)")
 
@@ -338,7 +334,7 @@ def _build(work: Path, mimic: Path, vocabulary: str, min_visits: int, seed: int,
 
 def attach_notes(path: Path, visit_of: dict[int, Visit], counter: SkipCounter) -> Iterator:
     """Step 5: set `note_id` on the visits of `visit_of` ({hadm_id: Visit}) from a discharge notes file, yielding
-    each attached note (`pretrain.readers.MimicNote`); the other notes are counted skips."""
+    each attached note (`cmbert.data.readers.MimicNote`); the other notes are counted skips."""
     for note in read_mimic_notes(path, counter):
         visit = visit_of.get(note.hadm_id) if note.hadm_id is not None else None
         reason = ("no_hadm_id" if note.hadm_id is None else "not_a_kept_visit" if visit is None else
@@ -357,11 +353,25 @@ def prepare_trajectories(mimic: str | Path, out: str | Path, vocabulary: str = "
                          verbose: bool = True) -> dict:
     """Build the trajectory dataset of a MIMIC-IV tree into `out` (the format in this module's docstring) and return
     its report (also `out/report.json`). The same inputs and seed give the same bytes. Progress lines (counts only,
-    never text) go to stderr unless `verbose` is False."""
+    never text) go to stderr unless `verbose` is False.
+
+    Args:
+        mimic: MIMIC-IV root with hosp/ (and note/discharge.csv.gz)
+        out: the dataset folder
+        vocabulary: target categories: ccs (HCUP single-level CCS), ccsr, icd10_3 or icd10
+        min_visits: patients with fewer visits are excluded
+        seed: split seed
+        split_from: split.csv files (e.g. an ICD dataset's) whose patients keep their split, so the patients left
+            out of pretraining are the held-out ones; others go to train
+        overwrite: replace a dataset already in out
+
+    Example: cmbert finetune trajectory prepare --mimic ~/mimic-iv --out runs/trajectory-data --split-from
+        runs/icd10-data/split.csv
+    """
     _check_arguments(vocabulary, min_visits, test_size, val_size)
     mimic, out = Path(mimic), Path(out)
     if not mimic.is_dir():
-        raise FileNotFoundError(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
+        raise MissingInput(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
     for name in ("patients", "admissions", "diagnoses", "d_diagnoses"):
         _table(mimic, TABLES[name])
     split_files = split_file_paths(split_from)

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmbert.core.errors import UserError
+
 TOP_KS = (10, 20, 30)  # recall@k, precision@k, ndcg@k
 AVERAGE_KS = (20, 40, 60)  # MAP@K, MAR@K
 _BLOCK_CELLS = 1 << 22  # cells per row block: a few 32 MB temporaries at a time, whatever N x C is
@@ -60,7 +62,7 @@ def _parse(names) -> list[tuple[str, str, int]]:
     for name in names:
         m = _NAME.match(name)
         if m is None:
-            raise ValueError(f"unknown metric {name!r}: expected recall|precision|ndcg|map|mar @ a positive integer")
+            raise UserError(f"unknown metric {name!r}: expected recall|precision|ndcg|map|mar @ a positive integer")
         parsed.append((name, m.group(1), int(m.group(2))))
     return parsed
 

@@ -5,7 +5,7 @@ A visit embedding is the sum of
   "10:I5023" and procedures "P10:0DTJ4ZZ"; tokens seen on fewer than `min_code_count` training visits share one "rare"
   embedding), started from the note encoder's reading of each token's title when `title_init`;
 - its discharge note: the frozen encoder reads the whole note in context and gives one vector per `segment_tokens`
-  piece (`finetune.embeddings.embed_segments`); `note_queries` learned queries attend over the note's pieces and
+  piece (`cmbert.core.embeddings.embed_segments`); `note_queries` learned queries attend over the note's pieces and
   their read-outs are projected into the visit embedding (a learned "no note" vector when the visit has none). One
   mean vector per note would average a one-line finding ("HbA1c 6.2 %, prediabetes") away over thousands of tokens;
   attention keeps it;
@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.lora import merged_copy
+from cmbert.core.errors import MissingInput
+from cmbert.core.lora import merged_copy
 
 # Days since the previous visit: bucket 0 is "first visit", then [0, 7), [7, 30), ... [1825, inf).
 GAP_EDGES = (7.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1825.0)
@@ -79,8 +80,8 @@ class TrajectoryMeta:
         """The meta of a saved model folder (its trajectory.json), without loading the weights."""
         path = Path(folder) / "trajectory.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no trajectory.json (a `cmbert finetune trajectory train` model folder "
-                                    "is expected, e.g. runs/trajectory/both/model)")
+            raise MissingInput(f"{folder}: no trajectory.json (a `cmbert finetune trajectory train` model folder "
+                               "is expected, e.g. runs/trajectory/both/model)")
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
     @property
@@ -162,9 +163,9 @@ class TrajectoryModel(nn.Module):
 
     def note_pieces(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
                     note_chunks: torch.Tensor, note_visit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fine-tuned encoder's pieces of a batch's notes (packed chunks, `finetune.icd.batches.collate`), with
-        gradients: the same pieces `finetune.embeddings.embed_segments` gives a frozen encoder."""
-        from finetune.embeddings import piece_means
+        """The fine-tuned encoder's pieces of a batch's notes (packed chunks, `cmbert.core.notes.collate`), with
+        gradients: the same pieces `cmbert.core.embeddings.embed_segments` gives a frozen encoder."""
+        from cmbert.core.embeddings import piece_means
 
         states = self.note_encoder(input_ids=input_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen).last_hidden_state
         lengths = cu_seqlens[note_chunks[1:].long()] - cu_seqlens[note_chunks[:-1].long()]

@@ -21,19 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune.trajectory.data import Visit
-from finetune.trajectory.model import TrajectoryModel
+from cmbert.core.errors import MissingInput, UserError
+from cmbert.finetune.trajectory.data import Visit
+from cmbert.finetune.trajectory.model import TrajectoryModel
 
 
 def _visit_from_json(record: dict, index: int, base: Path, mapper) -> tuple[Visit, str | None]:
     if not isinstance(record, dict) or not isinstance(record.get("diagnoses"), list):
-        raise ValueError(f"history visit {index}: expected an object with a list of diagnoses")
+        raise UserError(f"history visit {index}: expected an object with a list of diagnoses")
     targets = set()
     diagnoses = []
     for token in record["diagnoses"]:
         version, _, code = str(token).partition(":")
         if version not in ("9", "10") or not code:
-            raise ValueError(f"history visit {index}: diagnosis {token!r} is not VERSION:CODE (e.g. 10:I5023)")
+            raise UserError(f"history visit {index}: diagnosis {token!r} is not VERSION:CODE (e.g. 10:I5023)")
         code = code.strip().replace(".", "").upper()
         diagnoses.append(f"{version}:{code}")
         targets.update(mapper.map(code, int(version)))
@@ -41,7 +42,7 @@ def _visit_from_json(record: dict, index: int, base: Path, mapper) -> tuple[Visi
     if note is None and record.get("note_file"):
         note = (base / record["note_file"]).read_text(encoding="utf-8")
     if note is not None and not isinstance(note, str):
-        raise ValueError(f"history visit {index}: note must be text")
+        raise UserError(f"history visit {index}: note must be text")
     visit = Visit(hadm_id=index, admittime=str(record.get("admittime", "")), age=record.get("age"),
                   days_since_previous=record.get("days_since_previous"), diagnoses=diagnoses,
                   targets=sorted(targets), procedures=[str(p) for p in record.get("procedures", [])],
@@ -50,13 +51,13 @@ def _visit_from_json(record: dict, index: int, base: Path, mapper) -> tuple[Visi
 
 
 def history_from_json(path: str | Path, vocabulary: str) -> tuple[list[Visit], dict[str, str]]:
-    from finetune.trajectory.vocab import CodeMapper
+    from cmbert.data.categories import CodeMapper
 
     path = Path(path)
     record = json.loads(path.read_text(encoding="utf-8"))
     visits = record.get("visits") if isinstance(record, dict) else None
     if not visits:
-        raise ValueError(f"{path}: expected {{\"visits\": [...]}} with one or more visits")
+        raise UserError(f"{path}: expected {{\"visits\": [...]}} with one or more visits")
     mapper = CodeMapper(vocabulary)
     out, notes = [], {}
     for i, item in enumerate(visits):
@@ -68,13 +69,13 @@ def history_from_json(path: str | Path, vocabulary: str) -> tuple[list[Visit], d
 
 
 def history_from_mimic(mimic: str | Path, subject_id: int, vocabulary: str) -> tuple[list[Visit], dict[str, str]]:
-    from finetune.trajectory.data import TABLES, _table, attach_notes, read_visits
-    from pretrain.readers import SkipCounter
+    from cmbert.core.io import SkipCounter
+    from cmbert.finetune.trajectory.data import TABLES, _table, attach_notes, read_visits
 
     mimic = Path(mimic)
     patients, _ = read_visits(mimic, vocabulary, min_visits=1, subjects={subject_id})
     if not patients:
-        raise ValueError(f"{mimic}: subject {subject_id} has no admission with a mapped diagnosis")
+        raise UserError(f"{mimic}: subject {subject_id} has no admission with a mapped diagnosis")
     visits = patients[0].visits
     notes = {}
     if (path := _table(mimic, TABLES["notes"], required=False)) is not None:
@@ -87,10 +88,10 @@ def history_from_mimic(mimic: str | Path, subject_id: int, vocabulary: str) -> t
 def predict_next(model_dir: str | Path, visits: list[Visit], notes: dict[str, str], top_k: int = 20,
                  encoder: str | Path | None = None, device: str = "auto") -> list[dict]:
     """[{rank, category, name, score}] for the visit after the last of `visits` (oldest first)."""
-    from finetune.embeddings import embed_segments, load_encoder
-    from finetune.icd.batches import device_and_dtype
-    from finetune.trajectory.model import RARE, age_bucket, gap_bucket
-    from finetune.trajectory.train import NotePieces, Window, collate, model_inputs, visit_tokens
+    from cmbert.core.embeddings import embed_segments, load_encoder
+    from cmbert.core.runtime import device_and_dtype
+    from cmbert.finetune.trajectory.model import RARE, age_bucket, gap_bucket
+    from cmbert.finetune.trajectory.train import NotePieces, Window, collate, model_inputs, visit_tokens
 
     dev, dtype = device_and_dtype("auto", device)
     model = TrajectoryModel.load(model_dir, dev)
@@ -102,8 +103,8 @@ def predict_next(model_dir: str | Path, visits: list[Visit], notes: dict[str, st
     if meta.uses_notes and wanted:
         folder = model.note_encoder_folder(model_dir, encoder)
         if not folder or not Path(folder, "config.json").is_file():
-            raise FileNotFoundError(f"the note encoder {folder} is missing; pass --encoder DIR (the model was "
-                                    f"trained with {meta.encoder})")
+            raise MissingInput(f"the note encoder {folder} is missing; pass --encoder DIR (the model was "
+                               f"trained with {meta.encoder})")
         enc, tokenizer = load_encoder(folder, dev)
         vectors, offsets = embed_segments(enc, tokenizer, [notes[i] for i in wanted], meta.note_max_tokens,
                                           meta.chunk_length, meta.segment_tokens, dtype=dtype)

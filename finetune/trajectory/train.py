@@ -5,13 +5,19 @@ baselines, on one split; writes `<out>/report.json`, `<out>/comparison.png` and 
     embeddings, windows) -> per input set: train with early stopping on the validation metric, keep the best epoch
     -> score val/test -> baselines -> paired bootstrap -> report
 
-Samples are (patient, visit t >= 1) in patient order then t (`finetune.trajectory.data`). Each target reads its latest
+Samples are (patient, visit t >= 1) in patient order then t (`cmbert.finetune.trajectory.data`). Each target reads its latest
 `max_visits` past visits: training reads a patient in windows of `max_visits + 1` visits that overlap by one (every
 target once, one pass each), scoring gives each target beyond the first window a window of its own. Baselines,
 scored on the same samples (ties broken by the training frequency, so each ranks every category):
 - repeat_last: the categories of the previous visit;
 - patient_frequent: the patient's categories by how many past visits (the latest `max_visits`) had them;
 - population: the categories by training frequency (the same ranking for everyone).
+
+Each input set trains with the core fine-tuning loop (`cmbert.core.loop`) in `<out>/<inputs>/`: ckpt/ (resume
+state, removed when the set finishes), config.json (what the set depends on: `variant_config`), metrics.jsonl,
+model/, scores.npz, result.json (written last). A killed run, rerun with the same command, reuses the finished sets
+and resumes the interrupted one to the model it would have trained uninterrupted; a checkpoint or a finished set that
+another config wrote is refused (use a new out, or remove the folder).
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +32,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune.icd.train import provenance
-from finetune.trajectory.config import TrajectoryConfig, load_trajectory_config
-from finetune.trajectory.data import Patient, read_categories, read_notes, read_patients
-from finetune.trajectory.metrics import paired_bootstrap, plot_comparison, ranking_metrics
-from finetune.trajectory.model import PAD, RARE, TrajectoryMeta, TrajectoryModel, age_bucket, gap_bucket
+from cmbert.core.embeddings import cached_embeddings, load_encoder, model_hash, segments_of_tokens
+from cmbert.core.errors import UserError
+from cmbert.core.loop import (
+    constant_schedule,
+    finished_report,
+    linear_schedule,
+    open_run_log,
+    remove_checkpoints,
+    resume,
+    train_epochs,
+)
+from cmbert.core.lora import apply_lora, trainable_summary
+from cmbert.core.notes import collate as collate_chunks
+from cmbert.core.notes import tokenize_notes
+from cmbert.core.pruning import prune_layers
+from cmbert.core.runtime import device_and_dtype, provenance
+from cmbert.data.ontology import titles
+from cmbert.finetune.trajectory.config import TrajectoryConfig, load_trajectory_config
+from cmbert.finetune.trajectory.data import Patient, read_categories, read_notes, read_patients
+from cmbert.finetune.trajectory.metrics import paired_bootstrap, plot_comparison, ranking_metrics
+from cmbert.finetune.trajectory.model import PAD, RARE, TrajectoryMeta, TrajectoryModel, age_bucket, gap_bucket
+from cmbert.modeling import enable_checkpointing
 
 SPLITS = ("train", "val", "test")
 REPORT_METRICS = ("recall@20", "mar@20")  # the issue's quality bar: notes must beat codes-only and the baselines
+HISTORY_METRICS = ("recall@20", "mar@20", "map@20")  # each epoch's validation scores in the result's history
 
 
 def visit_tokens(visit) -> list[str]:
@@ -102,7 +125,7 @@ def build_split(patients: list[Patient], token_ids: dict[str, int], category_ids
 
 @dataclass
 class NotePieces:
-    """The note pieces of a dataset's notes (`finetune.embeddings.embed_segments`): note row r is
+    """The note pieces of a dataset's notes (`cmbert.core.embeddings.embed_segments`): note row r is
     vectors[offsets[r]:offsets[r + 1]]."""
 
     vectors: torch.Tensor  # fp16 [total, note_dim]
@@ -118,7 +141,7 @@ class NoteTokens:
     """The notes as token ids, for a model that fine-tunes its encoder (`model.finetune_encoder`): the batch carries
     the chunks of the notes it reads and the model's encoder turns them into pieces."""
 
-    notes: object  # finetune.icd.batches.TokenizedNotes; row r is a note row of the windows
+    notes: object  # cmbert.core.notes.TokenizedNotes; row r is a note row of the windows
     chunk_length: int
     cls_id: int
     sep_id: int
@@ -157,8 +180,6 @@ def collate(windows: list[Window], notes: NotePieces | NoteTokens | None, n_cate
     out = {"tokens": torch.tensor(tokens, dtype=torch.long), "offsets": torch.tensor(offsets, dtype=torch.long),
            "segments": None, "segment_visit": None, "note_tokens": None}
     if isinstance(notes, NoteTokens):
-        from finetune.icd.batches import collate as collate_chunks
-
         if read:
             chunks = collate_chunks([notes.notes.note(row) for _, row in read], notes.chunk_length, notes.cls_id,
                                     notes.sep_id)
@@ -219,20 +240,30 @@ def baseline_scores(name: str, data: SplitData, prior: np.ndarray) -> np.ndarray
     return scores
 
 
+def variant_config(cfg: TrajectoryConfig, inputs: str) -> dict:
+    """What the model of one input set depends on, its config signature (`cmbert.core.loop.run_signature`): the
+    config with this input set as `inputs`, and the dataset's prepare report. Not the other input sets, the
+    baselines or the bootstrap (the report's), nor where `out` is."""
+    config = cfg.to_dict()
+    for key in ("out", "baselines", "bootstrap_resamples"):
+        config.pop(key)
+    config["inputs"] = inputs
+    report = Path(cfg.data) / "report.json"
+    config["dataset_report_sha256"] = hashlib.sha256(report.read_bytes()).hexdigest() if report.is_file() else None
+    return config
+
+
 def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np.ndarray,
                   title_vectors: np.ndarray | None, data: dict[str, SplitData], notes: NotePieces | NoteTokens,
-                  device: torch.device, dtype: torch.dtype, out: Path) -> dict:
-    """Train one input set with early stopping on validation; returns its result with val/test scores. With
-    `NoteTokens` (model.finetune_encoder) the note encoder trains too, at train.encoder_lr; validation and test read
-    notes through the encoder as it is at that point (pieces recomputed without gradients)."""
-    from finetune.embeddings import load_encoder, segments_of_tokens
-    from finetune.lora import apply_lora, trainable_summary
-    from finetune.pruning import prune_layers
-
+                  device: torch.device, dtype: torch.dtype, out: Path, config: dict) -> dict:
+    """Train one input set in `out` with the core loop (`cmbert.core.loop`: early stopping on validation, resume
+    from the checkpoint a killed run left, refused when another config wrote it); returns its result with val/test
+    scores, and writes scores.npz and result.json (last: the set is finished). With `NoteTokens`
+    (model.finetune_encoder) the note encoder trains too, at train.encoder_lr; validation and test read notes
+    through the encoder as it is at that point (pieces recomputed without gradients). `config`: `variant_config`."""
     t = cfg.train
     torch.manual_seed(t.seed)
-    generator = torch.Generator().manual_seed(t.seed)
-    rng = np.random.default_rng(t.seed)
+    generator = torch.Generator().manual_seed(t.seed)  # note dropout's draws; checkpoints keep its state
     meta = TrajectoryMeta(inputs=inputs, **meta_base)
     reads_notes = meta.uses_notes
     finetune = reads_notes and isinstance(notes, NoteTokens)
@@ -243,8 +274,6 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
         if cfg.model.lora.enabled:
             apply_lora(note_encoder, cfg.model.lora)
         if cfg.model.gradient_checkpointing:
-            from modeling.model import enable_checkpointing
-
             enable_checkpointing(note_encoder)
         meta.finetune_encoder = True
     prior_log_odds = torch.from_numpy(np.log(prior / (1 - prior))).float()
@@ -253,11 +282,19 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
         model.init_code_embeddings(title_vectors)
     model.to(device)
     encoder_ids = {id(p) for p in note_encoder.parameters()} if finetune else set()
-    groups = [{"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": t.lr}]
+    groups = [{"name": "model", "params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": t.lr}]
     if finetune:
-        groups.append({"params": [p for p in note_encoder.parameters() if p.requires_grad],
+        groups.append({"name": "encoder", "params": [p for p in note_encoder.parameters() if p.requires_grad],
                        "lr": cfg.model.lora.lr if cfg.model.lora.enabled else t.encoder_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+    windows = data["train"].windows
+    shape = t.schedule if t.schedule != "auto" else "linear" if finetune else "constant"
+    make_schedule = linear_schedule if shape == "linear" else constant_schedule
+    scheduler, total_steps = make_schedule(optimizer, t, len(windows))
+    name = f"trajectory {inputs}"
+    state = resume(out, model, optimizer, scheduler, config, device, name, enabled=t.resume,
+                   generators={"note_dropout": generator})
+    logger = open_run_log(out, config, cfg.logging, state)
     trainable = trainable_summary(model)  # as trained: with the note encoder (its LoRA adapters) when fine-tuned
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     n_categories = data["train"].y.shape[1]
@@ -273,58 +310,59 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
                                               rows=rows, dtype=dtype)
         return NotePieces(torch.from_numpy(vectors), offsets)
 
-    best, best_epoch, history, since_best = -1.0, 0, [], 0
-    start = time.perf_counter()
-    for epoch in range(1, t.epochs + 1):
-        model.train()
-        order = rng.permutation(len(data["train"].windows))
-        losses = []
-        for i in range(0, len(order), t.batch_size):
-            batch = collate([data["train"].windows[j] for j in order[i:i + t.batch_size]], train_notes,
-                            n_categories, t.note_dropout, generator)
-            with torch.autocast(device.type, dtype=dtype, enabled=finetune and dtype != torch.float32):
-                logits = model(**model_inputs(batch, device)).float()
-            valid = batch["valid"].to(device)
-            loss = loss_fn(logits, batch["targets"].to(device)).sum(-1)[valid].mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
+    def batches(epoch: int) -> list[np.ndarray]:
+        """The windows of each batch: epoch e takes the e-th permutation of one generator seeded once (the order this
+        recipe has always trained in), replayed from the seed so that it depends on the epoch alone."""
+        rng = np.random.default_rng(t.seed)
+        for _ in range(epoch):
+            rng.permutation(len(windows))
+        order = rng.permutation(len(windows))
+        return [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+
+    def step_loss(idx: np.ndarray) -> torch.Tensor:
+        batch = collate([windows[j] for j in idx], train_notes, n_categories, t.note_dropout, generator)
+        logits = model(**model_inputs(batch, device)).float()
+        valid = batch["valid"].to(device)
+        return loss_fn(logits, batch["targets"].to(device)).sum(-1)[valid].mean()
+
+    def validate() -> tuple[float, dict, dict]:
         val = ranking_metrics(data["val"].y, score_split(model, data["val"], scoring_notes(note_encoder, ("val",)),
                                                          device))
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
-                        **{k: round(val[k], 4) for k in ("recall@20", "mar@20", "map@20")}})
-        print(f"  [{inputs}] epoch {epoch}: loss {history[-1]['loss']:.4f}, val {t.select_metric} "
-              f"{val[t.select_metric]:.4f}", flush=True)
-        if val[t.select_metric] > best:
-            best, best_epoch, since_best = val[t.select_metric], epoch, 0
-            model.save(out / "model")
-        else:
-            since_best += 1
-            if since_best >= t.patience:
-                break
+        return val[t.select_metric], {}, {k: val[k] for k in HISTORY_METRICS}
+
+    # Autocast only for the note encoder: the visit model is small and trains in fp32.
+    state = train_epochs(model, optimizer, scheduler, state, t, total_steps, out=out, config=config, device=device,
+                         dtype=dtype if finetune else torch.float32, logger=logger,
+                         log_every=cfg.logging.every_steps, name=name, metric=t.select_metric, step_loss=step_loss,
+                         validate=validate, batches=batches, generators={"note_dropout": generator})
+    # The loop loaded the best epoch's weights; scoring reads them back from the model folder, as `predict` does.
+    model.save(out / "model")
     model = TrajectoryModel.load(out / "model", device)
     best_encoder = load_encoder(model.note_encoder_folder(out / "model"), device)[0] if finetune else None
     pieces = scoring_notes(best_encoder, ("val", "test"))
     scores = {split: score_split(model, data[split], pieces, device) for split in ("val", "test")}
+    best_epoch = state["best_epoch"] + 1
     # Provenance in the model folder: what trained it and how it scored, beside the weights.
     model.meta.training = {"config": cfg.to_dict(), "dataset": str(Path(cfg.data).resolve()), "best_epoch": best_epoch,
                            "val": ranking_metrics(data["val"].y, scores["val"]), "git_sha": provenance(device)["git_sha"]}
     model.save(out / "model")
-    return {"kind": "model", "inputs": inputs, "dir": str(out / "model"), "best_epoch": best_epoch,
-            "epochs_run": len(history), "history": history, "train_seconds": round(time.perf_counter() - start, 1),
-            "parameters": sum(p.numel() for p in model.parameters())
-            + (sum(p.numel() for p in best_encoder.parameters()) if finetune else 0), "trainable": trainable,
-            "scores": scores}
+    history = [{"epoch": h["epoch"], "loss": round(h["loss"], 4), **{k: round(h[k], 4) for k in HISTORY_METRICS}}
+               for h in state["history"]]
+    result = {"kind": "model", "inputs": inputs, "dir": str(out / "model"), "best_epoch": best_epoch,
+              "epochs_run": state["epoch"], "steps": state["step"], "schedule": shape, "history": history,
+              "train_seconds": round(state["seconds"], 1),
+              "parameters": sum(p.numel() for p in model.parameters())
+              + (sum(p.numel() for p in best_encoder.parameters()) if finetune else 0), "trainable": trainable}
+    np.savez(out / "scores.npz", **scores)
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")  # last: marks the input set finished
+    remove_checkpoints(out)
+    return {**result, "scores": scores}
 
 
 def _history_notes(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Patient], device: torch.device,
                    dtype: torch.dtype, encoder) -> tuple[dict[str, int], NotePieces | NoteTokens]:
     """Every note a history reads (not the patients' last notes: nothing follows them), by row: the frozen encoder's
     pieces (cached), or their token ids when the encoder is fine-tuned with the model."""
-    from finetune.embeddings import cached_embeddings
-
     wanted = {v.note_id for p in all_patients for v in p.visits[:-1] if v.note_id is not None}
     ids, texts = [], []
     for note_id, text in read_notes(dataset, wanted):
@@ -333,8 +371,6 @@ def _history_notes(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Pati
     rows = {note_id: row for row, note_id in enumerate(ids)}
     m = cfg.model
     if m.finetune_encoder:
-        from finetune.icd.batches import tokenize_notes
-
         model, tokenizer = encoder
         print(f"tokenizing {len(texts):,} notes for {m.encoder} (fine-tuned with the visit model)", flush=True)
         return rows, NoteTokens(tokenize_notes(tokenizer, texts, m.note_max_tokens), m.chunk_length,
@@ -349,8 +385,6 @@ def _history_notes(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Pati
 
 def token_titles(tokens: list[str], category_names: dict[str, str]) -> list[str]:
     """The text the encoder reads for each input token's title init (the token itself when no title is known)."""
-    from pretrain.ontology import titles
-
     systems = {"9": "icd9cm", "10": "icd10cm", "P9": "icd9pcs", "P10": "icd10pcs"}
     out = []
     for token in tokens:
@@ -366,9 +400,6 @@ def token_titles(tokens: list[str], category_names: dict[str, str]) -> list[str]
 
 def main(cfg: TrajectoryConfig) -> dict:
     """Train every input set of `cfg.inputs`, score the baselines, write the report; returns it."""
-    from finetune.embeddings import load_encoder, model_hash
-    from finetune.icd.batches import device_and_dtype
-
     out, dataset = Path(cfg.out), Path(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
@@ -380,7 +411,7 @@ def main(cfg: TrajectoryConfig) -> dict:
     patients = {split: list(read_patients(dataset, split)) for split in SPLITS}
     for split in SPLITS:
         if not patients[split]:
-            raise ValueError(f"{dataset}: the {split} split has no patients; prepare a larger dataset")
+            raise UserError(f"{dataset}: the {split} split has no patients; prepare a larger dataset")
     m = cfg.model
     tokens = build_vocabulary(patients["train"], m.min_code_count)
     token_ids = {tok: i for i, tok in enumerate(tokens)}
@@ -394,8 +425,6 @@ def main(cfg: TrajectoryConfig) -> dict:
     note_dim = encoder[0].config.hidden_size if encoder is not None else notes.vectors.shape[1]
     title_vectors = None
     if m.title_init and encoder is not None:
-        from finetune.embeddings import cached_embeddings
-
         title_vectors = cached_embeddings(out / "cache", m.encoder, token_titles(tokens, category_names), 128,
                                           min(m.chunk_length, 256), "mean", device, dtype, encoder=encoder)
     data = {split: build_split(patients[split], token_ids, category_ids, note_rows, m.max_visits,
@@ -414,24 +443,17 @@ def main(cfg: TrajectoryConfig) -> dict:
                  "chunk_length": m.chunk_length, "segment_tokens": m.segment_tokens,
                  "note_queries": m.note_queries, "vocabulary": categories["vocabulary"]}
     systems: dict[str, dict] = {}
-    # A rerun of the same command reuses every input set that finished (a killed run loses one model's training).
-    run_key = hashlib.sha256(json.dumps({"config": {**cfg.to_dict(), "out": None, "inputs": None},
-                                         "data": (dataset / "report.json").read_text(encoding="utf-8")},
-                                        sort_keys=True).encode()).hexdigest()[:16]
+    # A rerun of the same command reuses every input set that finished and resumes the one a kill interrupted; a
+    # finished set or a checkpoint that another config wrote is refused.
     for inputs in cfg.inputs:
-        folder = out / inputs
-        done = folder / "result.json"
-        if done.is_file() and json.loads(done.read_text())["run_key"] == run_key:
-            print(f"  [{inputs}] reusing the finished model in {folder}", flush=True)
-            result = json.loads(done.read_text())
-            del result["run_key"]
+        folder, config = out / inputs, variant_config(cfg, inputs)
+        result = finished_report(folder, config, f"trajectory {inputs}", report="result.json")
+        if result is not None:
             with np.load(folder / "scores.npz") as scores:
                 result["scores"] = {split: scores[split] for split in ("val", "test")}
         else:
-            result = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device, dtype, folder)
-            np.savez(folder / "scores.npz", **result["scores"])
-            done.write_text(json.dumps({**{k: v for k, v in result.items() if k != "scores"}, "run_key": run_key},
-                                       indent=1) + "\n")
+            result = train_variant(cfg, inputs, meta_base, prior, title_vectors, data, notes, device, dtype, folder,
+                                   config)
         systems[f"model:{inputs}"] = result
     for name in cfg.baselines:
         systems[f"baseline:{name}"] = {"kind": "baseline", "scores": {

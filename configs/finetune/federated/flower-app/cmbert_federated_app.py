@@ -1,7 +1,7 @@
-"""The Flower App bundle's entry points: the ClientApp and ServerApp of `finetune.federated.flower`, which every site
+"""The Flower App bundle's entry points: the ClientApp and ServerApp of `cmbert.finetune.federated.flower`, which every site
 and the server import from their installed clinical-modernbert (pip install 'clinical-modernbert[fl]'). Keeping the
 code in the package means the bundle `flwr run` ships holds no copy of it."""
 
-from finetune.federated.flower import client_app, server_app
+from cmbert.finetune.federated.flower import client_app, server_app
 
 __all__ = ["client_app", "server_app"]
