@@ -165,7 +165,9 @@ def leaf(path: tuple[str, ...], spec: dict) -> tuple[argparse.ArgumentParser, ty
 
 
 def _show(spec: dict, result, options: dict) -> None:
-    if "show" in spec:
+    # An empty result has nothing to show: e.g. a data-parallel rank other than 0 under torchrun (`python -m cmbert
+    # finetune icd train ...`), which trains but leaves the report to rank 0.
+    if "show" in spec and result not in (None, {}):
         show = resolve(spec["show"])
         text = show(result, **{k: options[k] for k in list(inspect.signature(show).parameters)[1:] if k in options})
         if text is not None:

@@ -102,10 +102,14 @@ def installed_package(tmp_path_factory) -> Path:
     a folder outside the checkout (its console script in `<folder>/bin`). Console-script tests run this copy, so a
     module or preset missing from the distribution fails them (tests/test_wheel.py checks the wheel's contents)."""
     root = tmp_path_factory.mktemp("installed")
-    wheels, target = root / "wheels", root / "site"
+    wheels, target, source = root / "wheels", root / "site", root / "source"
+    # Built from a copy: setuptools builds in the source tree (build/), which parallel test workers would share, and a
+    # stale build/lib there could ship a module the checkout no longer has.
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info",
+                                                                 "__pycache__", ".pytest_cache", ".ruff_cache"))
     # --no-build-isolation: build with this venv's setuptools (no registry needed).
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(wheels), str(REPO)], check=True, capture_output=True, cwd=root)
+                    "--wheel-dir", str(wheels), str(source)], check=True, capture_output=True, cwd=root)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-compile",
                     "--target", str(target), *map(str, wheels.glob("*.whl"))], check=True, capture_output=True,
                    cwd=root)
@@ -126,6 +130,22 @@ def cmbert(installed_package):
     def run(*args, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run([*command, *map(str, args)], cwd=cwd or REPO, env=env, capture_output=True, text=True,
                               timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """`cli_error(*args)`: run the command line in this process (no torch import per call, unlike the console script)
+    for a command that must fail as a user error; returns its stderr after checking the exit status is 2."""
+    from cmbert.cli import main
+
+    def run(*args) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([*map(str, args)])
+        assert exit_info.value.code == 2, exit_info.value.code
+        return capsys.readouterr().err
 
     return run
 

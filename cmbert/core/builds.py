@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def check_output(out: Path, overwrite: bool, files: tuple[str, ...], required: s
         raise OutputInTheWay(f"{out}: folder exists and is not {kind}; choose an empty or new folder")
     if not overwrite:
         raise OutputInTheWay(f"{out}: {kind} is already there (pass overwrite to rebuild it)")
+
+
+def stderr_log(command: str, verbose: bool = True) -> Callable[[str], None]:
+    """A builder's progress log: `<command>: message` lines on stderr (never stdout, which holds the command's
+    result), or nothing when not verbose."""
+    def log(message: str) -> None:
+        if verbose:
+            print(f"{command}: {message}", file=sys.stderr, flush=True)
+
+    return log
 
 
 def build_atomically(out: Path, marker: str, command: str, build: Callable[[Path], dict],

@@ -399,6 +399,16 @@ def learning_rates(scheduler) -> dict[str, float]:
                                                                                    strict=True))}
 
 
+def write_final_report(out: Path, fields: dict, state: dict, results: dict, data_report: dict, facts: dict) -> dict:
+    """A finished run's report.json: the recipe's `fields`, the loop's counts, the results, the data report and the
+    run's facts. Written last, since it marks the run finished (`finished_report`); the checkpoints go after it."""
+    report = {**fields, "best_epoch": state["best_epoch"] + 1, "epochs": state["epoch"], "steps": state["step"],
+              "train_seconds": round(state["seconds"], 1), **results, "data": data_report, **facts}
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    remove_checkpoints(out)
+    return report
+
+
 def remove_checkpoints(out: Path) -> None:
     """After report.json: the finished model is in model/, resume state is moot."""
     shutil.rmtree(out / CHECKPOINT.parent, ignore_errors=True)

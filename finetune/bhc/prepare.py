@@ -53,7 +53,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -62,16 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbert.core.builds import (
-    assign_splits,
-    build_atomically,
-    check_output,
-    check_split_sizes,
-    gzip_text_writer,
-    mimic_table,
-    read_split_files,
-    split_file_paths,
-)
+from cmbert.core import builds
 from cmbert.core.errors import MissingInput, UserError
 from cmbert.core.io import SkipCounter
 from cmbert.data.readers import read_mimic_notes
@@ -276,7 +266,7 @@ def _notes_path(mimic: Path) -> Path:
     if not mimic.is_dir():
         raise MissingInput(f"{mimic}: no such file or folder (expected a MIMIC-IV root with "
                            "note/discharge.csv.gz, or that file)")
-    return mimic_table(mimic, NOTES_TABLE, "the BHC dataset reads MIMIC-IV-Note note/discharge.csv.gz")
+    return builds.mimic_table(mimic, NOTES_TABLE, "the BHC dataset reads MIMIC-IV-Note note/discharge.csv.gz")
 
 
 def _check_not_beside_input(out: Path, notes_path: Path, mimic: Path) -> None:
@@ -339,13 +329,13 @@ def _build(work: Path, notes_path: Path, rules: CleaningRules, tokenizer: Path |
 
     # --- Split by patient.
     subjects = sorted({pair.subject_id for pair in staged})
-    fixed = read_split_files(split_files) if split_files else None
+    fixed = builds.read_split_files(split_files) if split_files else None
     split_of = {subject: _SPLIT_OF_LABEL[label]
-                for subject, label in assign_splits(subjects, fixed, seed, test_size, val_size).items()}
+                for subject, label in builds.assign_splits(subjects, fixed, seed, test_size, val_size).items()}
     unlisted = sum(1 for subject in subjects if subject not in fixed) if fixed is not None else 0
 
     # --- Pass 2: the split files, tokens counted a batch at a time.
-    writers = {split: gzip_text_writer(work / f"{split}.jsonl.gz") for split in SPLITS}
+    writers = {split: builds.gzip_text_writer(work / f"{split}.jsonl.gz") for split in SPLITS}
     try:
         with open(work / STAGING_FILE, "rb") as staging:
             for first in range(0, len(staged), TOKEN_BATCH):
@@ -369,7 +359,7 @@ def _build(work: Path, notes_path: Path, rules: CleaningRules, tokenizer: Path |
             writer.close()
     (work / STAGING_FILE).unlink()
 
-    # --- split.csv, exclude_subjects.txt; the report (written last by build_atomically).
+    # --- split.csv, exclude_subjects.txt; the report (written last by builds.build_atomically).
     label_of = {name: label for label, name in _SPLIT_OF_LABEL.items()}
     with open(work / "split.csv", "w", encoding="utf-8", newline="\n") as file:
         file.write("subject_id,split\n")
@@ -409,7 +399,7 @@ def prepare_bhc_dataset(mimic: str | Path, out: str | Path, tokenizer: str | Pat
     stderr unless `verbose` is False."""
     rules = rules or CleaningRules()
     rules.check()
-    check_split_sizes(test_size, val_size)
+    builds.check_split_sizes(test_size, val_size)
     mimic, out = Path(mimic), Path(out)
     notes_path = _notes_path(mimic)
     _check_not_beside_input(out, notes_path, mimic)
@@ -417,14 +407,12 @@ def prepare_bhc_dataset(mimic: str | Path, out: str | Path, tokenizer: str | Pat
     if tokenizer is not None and not tokenizer.is_dir():
         raise MissingInput(f"{tokenizer}: no such folder (--tokenizer takes a local tokenizer or model folder, "
                            "never a hub name)")
-    split_files = split_file_paths(split_from)
-    check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a BHC dataset")
+    split_files = builds.split_file_paths(split_from)
+    builds.check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a BHC dataset")
 
-    def log(message: str) -> None:
-        if verbose:
-            print(f"bhc prepare: {message}", file=sys.stderr, flush=True)
+    log = builds.stderr_log("bhc prepare", verbose)
 
-    report = build_atomically(out, PARTIAL_MARKER, "bhc prepare", lambda work: _build(
+    report = builds.build_atomically(out, PARTIAL_MARKER, "bhc prepare", lambda work: _build(
         work, notes_path, rules, tokenizer, seed, test_size, val_size, split_files, log), log)
     log(f"wrote {out}: {report['pairs']:,} pairs of {report['patients']:,} patients")
     return report

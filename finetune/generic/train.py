@@ -23,7 +23,6 @@ Layout of `out`:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -33,24 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmbert.core import loop
 from cmbert.core.config import split_sources
 from cmbert.core.errors import UserError
-from cmbert.core.loop import (
-    adaptation_card_lines,
-    finished_report,
-    linear_schedule,
-    make_optimizer,
-    open_run_log,
-    padded,
-    remove_checkpoints,
-    resume,
-    rss_mb,
-    run_facts,
-    run_summary_lines,
-    train_epochs,
-    training_device,
-)
-from cmbert.finetune.generic.config import GenericConfig, load_generic_config
+from cmbert.finetune.generic.config import GenericConfig
 from cmbert.finetune.generic.data import (
     IGNORE,
     Encoded,
@@ -121,7 +106,7 @@ def collate(task: str, encoded: Encoded, idx, pad_id: int, n_labels: int, multi_
     """Padded input ids, attention mask and targets of the examples `idx` (the model unpads internally, so padding
     costs no compute). Targets: a class id per text, a multi-hot row per text, or a label per token."""
     rows = [encoded.ids[i] for i in idx]
-    input_ids, mask = padded(rows, pad_id)
+    input_ids, mask = loop.padded(rows, pad_id)
     if task == "tokens":
         targets = torch.full(input_ids.shape, IGNORE, dtype=torch.long)
         for r, i in enumerate(idx):
@@ -231,7 +216,7 @@ def write_model_card(folder: Path, cfg: GenericConfig, config, results: dict) ->
                                                      and classify else ""),
         f"- scores: {scores}",
         f"- max length: {cfg.model.max_length} tokens",
-        *adaptation_card_lines(folder, cfg.model.lora, config),
+        *loop.adaptation_card_lines(folder, cfg.model.lora, config),
     ]
     (folder / "README.md").write_text("\n".join(lines))
 
@@ -244,22 +229,22 @@ def main(cfg: GenericConfig) -> dict:
 
     out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
-    if (report := finished_report(out, config, cfg.task)) is not None:
+    if (report := loop.finished_report(out, config, cfg.task)) is not None:
         return report
-    rss_before = rss_mb()
-    device, dtype = training_device(t.precision, cfg.model.attention_backend)
+    rss_before = loop.rss_mb()
+    device, dtype = loop.training_device(t.precision, cfg.model.attention_backend)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
     data = load_data(cfg, tokenizer)
     model, dropped = build_model(cfg, data.labels)
     model.to(device).set_attention_backend(cfg.model.attention_backend)  # this model's, not process-wide
     parameters = trainable_summary(model)  # on the model as trained: adapters and head under LoRA
-    optimizer = make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr,
+    optimizer = loop.make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr,
                                                        "adapters": cfg.model.lora.lr}, HEAD_PREFIXES)
     multi, n_labels, pad_id = cfg.task == "classify" and cfg.data.multi_label, len(data.labels), tokenizer.pad_token_id
     train_data = data.encoded["train"]
-    scheduler, total_steps = linear_schedule(optimizer, t, len(train_data.ids))
-    state = resume(out, model, optimizer, scheduler, config, device, cfg.task, enabled=t.resume)
-    logger = open_run_log(out, config, cfg.logging, state)
+    scheduler, total_steps = loop.linear_schedule(optimizer, t, len(train_data.ids))
+    state = loop.resume(out, model, optimizer, scheduler, config, device, cfg.task, enabled=t.resume)
+    logger = loop.open_run_log(out, config, cfg.logging, state)
     metric = selection_metric(cfg.task, cfg.data.multi_label)
     print(f"[{cfg.task}] {len(train_data.ids):,} train examples, {n_labels} labels, {total_steps} steps; training "
           f"{parameters['trainable_parameters']:,} of {parameters['parameters']:,} parameters "
@@ -273,7 +258,7 @@ def main(cfg: GenericConfig) -> dict:
         probs = predict(model, cfg, data.encoded["validation"], pad_id, n_labels, device, dtype)
         return evaluate(cfg, data.labels, data.splits["validation"], data.encoded["validation"], probs)[metric], {}
 
-    state = train_epochs(model, optimizer, scheduler, state, t, total_steps, len(train_data.ids), out=out,
+    state = loop.train_epochs(model, optimizer, scheduler, state, t, total_steps, len(train_data.ids), out=out,
                          config=config, device=device, dtype=dtype, logger=logger,
                          log_every=cfg.logging.every_steps, name=cfg.task, metric=metric, step_loss=step_loss,
                          validate=validate)
@@ -294,17 +279,9 @@ def main(cfg: GenericConfig) -> dict:
         data_report[role] = {**split.report(), "truncated": encoded.truncated}
         if cfg.task == "tokens":
             data_report[role]["truncated_words"] = encoded.truncated_words
-    report = {
-        "task": cfg.task, "multi_label": multi, "labels": data.labels, "selection_metric": metric,
-        "best_epoch": state["best_epoch"] + 1, "epochs": state["epoch"], "steps": state["step"],
-        "train_seconds": round(state["seconds"], 1),
-        **results,
-        "data": data_report,
-        **run_facts(out, model, cfg.model, parameters, dropped, device, rss_before),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")  # last: marks the run finished
-    remove_checkpoints(out)
-    return report
+    fields = {"task": cfg.task, "multi_label": multi, "labels": data.labels, "selection_metric": metric}
+    return loop.write_final_report(out, fields, state, results, data_report,
+                                   loop.run_facts(out, model, cfg.model, parameters, dropped, device, rss_before))
 
 
 def format_summary(report: dict) -> str:
@@ -316,19 +293,5 @@ def format_summary(report: dict) -> str:
         if report.get(role):
             lines.append(f"{role:<10s} " + "  ".join(f"{k} {100 * report[role][k]:.1f}" for k in keys)
                          + f"  ({report[role]['examples']:,} examples)")
-    lines += run_summary_lines(report)
+    lines += loop.run_summary_lines(report)
     return "\n".join(lines)
-
-
-def parse_args(argv: list[str] | None = None, task: str = "classify") -> GenericConfig:
-    parser = argparse.ArgumentParser(prog=f"cmbert finetune {task} train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help=f"configs/finetune/{task}/NAME.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-5 model.lora.enabled=true")
-    args = parser.parse_args(argv)
-    return load_generic_config(args.config, args.overrides, task=task)
-
-
-if __name__ == "__main__":  # python -m cmbert.finetune.generic.train {classify|tokens} --config ... [overrides]
-    if len(sys.argv) < 2 or sys.argv[1] not in ("classify", "tokens"):
-        sys.exit("usage: python -m cmbert.finetune.generic.train {classify|tokens} --config FILE [key=value ...]")
-    print(format_summary(main(parse_args(sys.argv[2:], sys.argv[1]))))

@@ -56,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -72,6 +71,7 @@ from cmbert.core.builds import (
     gzip_text_writer,
     mimic_table,
     split_patients,
+    stderr_log,
 )
 from cmbert.core.errors import MissingInput, UserError
 from cmbert.core.io import SkipCounter
@@ -403,9 +403,7 @@ def prepare_icd_dataset(mimic: str | Path, out: str | Path, version: int, min_co
     notes_path = mimic_table(mimic, NOTES_TABLE, _NEEDS)
     check_output(out, overwrite, DATASET_FILES, {"report.json", "labels.json"}, "an ICD dataset")
 
-    def log(message: str) -> None:
-        if verbose:
-            print(f"icd prepare: {message}", file=sys.stderr, flush=True)
+    log = stderr_log("icd prepare", verbose)
 
     report = build_atomically(out, PARTIAL_MARKER, "icd prepare", lambda work: _build_dataset(
         work, inputs, notes_path, version, min_count, top_k, preprocess, max_words, seed, test_size, val_size, log),

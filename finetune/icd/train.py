@@ -23,7 +23,6 @@ Layout of `out`:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -45,7 +44,7 @@ from cmbert.core.notes import TokenizedNotes, cached_tokenization, collate, toke
 from cmbert.core.runtime import device_and_dtype, encoder_name, init_distributed, provenance
 from cmbert.core.tokenizer_files import tokenizer_sha256
 from cmbert.data.icd_dataset import load_labels, read_split
-from cmbert.finetune.icd.config import IcdConfig, IcdEvalConfig, load_icd_config
+from cmbert.finetune.icd.config import IcdConfig, IcdEvalConfig
 from cmbert.finetune.icd.report import write_report
 from cmbert.finetune.icd.terms import evidence_terms
 from cmbert.modeling import enable_checkpointing
@@ -400,15 +399,3 @@ def evaluate(models: list[str], dataset: str | Path, out: str | Path, split: str
                         split: compute_metrics(data.Y, scores, model.meta.threshold)})
     return write_report(out, labels, results, first, eval_cfg or IcdEvalConfig(), str(dataset), split,
                         reference=results[0]["system"])
-
-
-def parse_args(argv: list[str] | None = None) -> IcdConfig:
-    parser = argparse.ArgumentParser(prog="cmbert finetune icd train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="configs/finetune/icd/NAME.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-5 seeds=[0,1,2]")
-    args = parser.parse_args(argv)
-    return load_icd_config(args.config, args.overrides)
-
-
-if __name__ == "__main__":
-    main(parse_args())

@@ -129,6 +129,16 @@ def _read_json(path: Path):
         raise ReadError(f"{path}: not JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
 
 
+def _listed(record, key: str, where: str, counter: SkipCounter) -> list:
+    """record[key] when it is a list; else nothing, the record counted as read and skipped as malformed."""
+    value = record.get(key) if isinstance(record, dict) else None
+    if isinstance(value, list):
+        return value
+    counter.read += 1
+    counter.skip("malformed_record", where)
+    return []
+
+
 def _squad_records(path: Path, role: str, counter: SkipCounter) -> Iterator[tuple[str, dict | None]]:
     """(where, flat record) per question of a SQuAD file; None for a record that is not an object."""
     data = _read_json(path)
@@ -142,17 +152,9 @@ def _squad_records(path: Path, role: str, counter: SkipCounter) -> Iterator[tupl
         raise UserError(f"{path}: not a SQuAD file (expected {{\"data\": [{{\"paragraphs\": [...]}}]}} or a list "
                         f"of records at the top level, found {found})")
     for a, article in enumerate(data["data"]):
-        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
-        if not isinstance(paragraphs, list):
-            counter.read += 1
-            counter.skip("malformed_record", f"{path.name} data[{a}]")
-            continue
+        paragraphs = _listed(article, "paragraphs", f"{path.name} data[{a}]", counter)
         for p, paragraph in enumerate(paragraphs):
-            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
-            if not isinstance(qas, list):
-                counter.read += 1
-                counter.skip("malformed_record", f"{path.name} data[{a}].paragraphs[{p}]")
-                continue
+            qas = _listed(paragraph, "qas", f"{path.name} data[{a}].paragraphs[{p}]", counter)
             for q, qa in enumerate(qas):
                 counter.read += 1
                 where = f"{path.name} data[{a}].paragraphs[{p}].qas[{q}]"

@@ -23,7 +23,6 @@ Layout of `out`:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,23 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cmbert.core import loop
 from cmbert.core.config import split_sources
 from cmbert.core.errors import UserError
-from cmbert.core.loop import (
-    adaptation_card_lines,
-    finished_report,
-    linear_schedule,
-    make_optimizer,
-    open_run_log,
-    remove_checkpoints,
-    resume,
-    rss_mb,
-    run_facts,
-    run_summary_lines,
-    train_epochs,
-    training_device,
-)
-from cmbert.finetune.qa.config import QaConfig, load_qa_config
+from cmbert.finetune.qa.config import QaConfig
 from cmbert.finetune.qa.data import QaSplit, read_qa_split
 from cmbert.finetune.qa.predict import QaSettings, prediction_record, score_predictions, window_logits
 from cmbert.finetune.qa.spans import QuestionPrediction, predict_answers
@@ -139,7 +125,7 @@ def write_model_card(folder: Path, cfg: QaConfig, config, threshold: float | Non
         if threshold is not None else "- every question is answered (SQuAD v1.1)",
         f"- scores (SQuAD v2 official): {scores}",
         "- `cmbert predict qa` repeats these settings (qa_settings.json)",
-        *adaptation_card_lines(folder, cfg.model.lora, config),
+        *loop.adaptation_card_lines(folder, cfg.model.lora, config),
     ]
     (folder / "README.md").write_text("\n".join(lines))
 
@@ -152,10 +138,10 @@ def main(cfg: QaConfig) -> dict:
 
     out, t, config = Path(cfg.out), cfg.train, cfg.to_dict()
     out.mkdir(parents=True, exist_ok=True)
-    if (report := finished_report(out, config, "qa")) is not None:
+    if (report := loop.finished_report(out, config, "qa")) is not None:
         return report
-    rss_before = rss_mb()
-    device, dtype = training_device(t.precision, cfg.model.attention_backend)
+    rss_before = loop.rss_mb()
+    device, dtype = loop.training_device(t.precision, cfg.model.attention_backend)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.init_from)
     splits = {role: read_qa_split(path, role, cfg.data.format, cfg.data.unanswerable)
               for role, path in split_sources(cfg).items()}
@@ -168,12 +154,12 @@ def main(cfg: QaConfig) -> dict:
     model, dropped = build_model(cfg)
     model.to(device).set_attention_backend(m.attention_backend)  # this model's kernels, not process-wide
     parameters = trainable_summary(model)
-    optimizer = make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr, "adapters": m.lora.lr},
+    optimizer = loop.make_optimizer(model, t.weight_decay, {"encoder": t.lr, "head": t.head_lr, "adapters": m.lora.lr},
                                HEAD_PREFIXES)
     pad_id, train_windows = tokenizer.pad_token_id, windows["train"]
-    scheduler, total_steps = linear_schedule(optimizer, t, len(train_windows))
-    state = resume(out, model, optimizer, scheduler, config, device, "qa", enabled=t.resume)
-    logger = open_run_log(out, config, cfg.logging, state)
+    scheduler, total_steps = loop.linear_schedule(optimizer, t, len(train_windows))
+    state = loop.resume(out, model, optimizer, scheduler, config, device, "qa", enabled=t.resume)
+    logger = loop.open_run_log(out, config, cfg.logging, state)
     print(f"[qa] {len(splits['train'].examples):,} train questions in {len(train_windows):,} windows, "
           f"{total_steps} steps; training {parameters['trainable_parameters']:,} of {parameters['parameters']:,} "
           f"parameters ({parameters['trainable_percent']:.2f} %) on {device}", file=sys.stderr)
@@ -188,7 +174,7 @@ def main(cfg: QaConfig) -> dict:
         score, threshold = validation_score(cfg, splits["validation"], predictions)
         return score, {"threshold": threshold}  # the best epoch's threshold goes with its weights
 
-    state = train_epochs(model, optimizer, scheduler, state, t, total_steps, len(train_windows), out=out,
+    state = loop.train_epochs(model, optimizer, scheduler, state, t, total_steps, len(train_windows), out=out,
                          config=config, device=device, dtype=dtype, logger=logger,
                          log_every=cfg.logging.every_steps, name="qa", metric="f1", step_loss=step_loss,
                          validate=validate)
@@ -212,18 +198,11 @@ def main(cfg: QaConfig) -> dict:
                              "unreachable_answers": w.unreachable_answers,
                              "multi_window_questions": sum(n > 1 for n in per_question),
                              "context_tokens_max": max(w.context_tokens)}
-    report = {
-        "task": "qa", "unanswerable": cfg.data.unanswerable, "selection_metric": "validation f1",
-        "null_threshold": threshold, "threshold_tuned": cfg.data.unanswerable and cfg.eval.null_threshold is None,
-        "best_epoch": state["best_epoch"] + 1, "epochs": state["epoch"], "steps": state["step"],
-        "train_seconds": round(state["seconds"], 1),
-        **results,
-        "data": data_report,
-        **run_facts(out, model, cfg.model, parameters, dropped, device, rss_before),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")  # last: marks the run finished
-    remove_checkpoints(out)
-    return report
+    fields = {"task": "qa", "unanswerable": cfg.data.unanswerable, "selection_metric": "validation f1",
+              "null_threshold": threshold,
+              "threshold_tuned": cfg.data.unanswerable and cfg.eval.null_threshold is None}
+    return loop.write_final_report(out, fields, state, results, data_report,
+                                   loop.run_facts(out, model, cfg.model, parameters, dropped, device, rss_before))
 
 
 def _windows_per_question(windows: Windows, n: int) -> list[int]:
@@ -251,17 +230,5 @@ def format_summary(report: dict) -> str:
     if report["null_threshold"] is not None:
         how = "tuned on validation" if report["threshold_tuned"] else "fixed"
         lines.append(f"no-answer threshold {report['null_threshold']:.4f} ({how})")
-    lines += run_summary_lines(report)
+    lines += loop.run_summary_lines(report)
     return "\n".join(lines)
-
-
-def parse_args(argv: list[str] | None = None) -> QaConfig:
-    parser = argparse.ArgumentParser(prog="cmbert finetune qa train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="configs/finetune/qa/NAME.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-5 model.doc_stride=64")
-    args = parser.parse_args(argv)
-    return load_qa_config(args.config, args.overrides)
-
-
-if __name__ == "__main__":  # python -m cmbert.finetune.qa.train --config ... [overrides]
-    print(format_summary(main(parse_args(sys.argv[1:]))))

@@ -645,7 +645,7 @@ def run_audit(mimic: str | Path, out: str | Path, model: str | Path | None = Non
     (fine-tuned) encoder. `data`: a `cmbert finetune icd prepare` folder whose `splits` hold the held-out notes.
     `precision` is fp32 by default: on the demo encoder, bf16 rounding moves a note's mean embedding a sixth as far
     as one masked word does (cosine distance 6.5e-7 against 3.7e-6), noise a flip rate should not include."""
-    from cmbert.core.builds import build_atomically, check_output
+    from cmbert.core.builds import build_atomically, check_output, stderr_log
     from cmbert.core.embeddings import POOLINGS
     from cmbert.core.runtime import default_cache_dir
     from cmbert.data.icd_dataset import SPLITS
@@ -673,10 +673,7 @@ def run_audit(mimic: str | Path, out: str | Path, model: str | Path | None = Non
     check_output(out, overwrite, OUTPUT_FILES, {"report.json"}, "a robustness audit")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "embeddings"
 
-    def log(message: str) -> None:
-        if verbose:
-            print(f"audit robustness: {message}", file=sys.stderr, flush=True)
-
+    log = stderr_log("audit robustness", verbose)
     if icd_model is not None and data is None:
         log("warning: without --data the held-out patients are our own split; the ICD head may have trained on them")
 

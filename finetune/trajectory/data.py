@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,16 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbert.core.builds import (
-    assign_splits,
-    build_atomically,
-    check_output,
-    check_split_sizes,
-    gzip_text_writer,
-    mimic_table,
-    read_split_files,
-    split_file_paths,
-)
+from cmbert.core import builds
 from cmbert.core.errors import MissingInput, UserError
 from cmbert.core.io import SkipCounter, read_csv_table
 from cmbert.data.categories import VOCABULARIES, CodeMapper, describe
@@ -129,7 +119,7 @@ def read_notes(dataset: str | Path, note_ids: set[str] | None = None) -> Iterato
 
 
 def _table(mimic: Path, name: str, required: bool = True) -> Path | None:
-    return mimic_table(mimic, name, "a trajectory dataset needs hosp/admissions, hosp/patients, hosp/diagnoses_icd "
+    return builds.mimic_table(mimic, name, "a trajectory dataset needs hosp/admissions, hosp/patients, hosp/diagnoses_icd "
                                     "and hosp/d_icd_diagnoses", required)
 
 
@@ -145,7 +135,7 @@ def _check_arguments(vocabulary: str, min_visits: int, test_size: float, val_siz
         raise UserError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
     if min_visits < 2:
         raise UserError(f"min_visits must be at least 2 (a history and a target), got {min_visits}")
-    check_split_sizes(test_size, val_size)
+    builds.check_split_sizes(test_size, val_size)
 
 
 def read_visits(mimic: Path, vocabulary: str, min_visits: int, subjects: set[int] | None = None,
@@ -278,15 +268,15 @@ def _build(work: Path, mimic: Path, vocabulary: str, min_visits: int, seed: int,
         f"({sum(counts['excluded_patients'].values()):,} excluded)")
 
     # --- split by patient
-    fixed = read_split_files(split_from) if split_from else None
-    splits = assign_splits([p.subject_id for p in patients], fixed, seed, test_size, val_size)
+    fixed = builds.read_split_files(split_from) if split_from else None
+    splits = builds.assign_splits([p.subject_id for p in patients], fixed, seed, test_size, val_size)
     for patient in patients:
         patient.split = splits[patient.subject_id]
 
     # --- notes: streamed into notes.jsonl.gz
     visit_of = {v.hadm_id: v for p in patients for v in p.visits}
     notes_path = _table(mimic, TABLES["notes"], required=False)
-    with gzip_text_writer(work / "notes.jsonl.gz") as file:
+    with builds.gzip_text_writer(work / "notes.jsonl.gz") as file:
         if notes_path is not None:
             for note in attach_notes(notes_path, visit_of, counters["notes"]):
                 file.write(json.dumps({"note_id": note.note_id, "subject_id": note.subject_id,
@@ -294,7 +284,7 @@ def _build(work: Path, mimic: Path, vocabulary: str, min_visits: int, seed: int,
 
     # --- patients.jsonl.gz, categories, split files
     visit_counts = {split: Counter() for split in SPLITS}
-    with gzip_text_writer(work / "patients.jsonl.gz") as file:
+    with builds.gzip_text_writer(work / "patients.jsonl.gz") as file:
         for patient in patients:
             for visit in patient.visits:
                 visit_counts[patient.split].update(visit.targets)
@@ -374,14 +364,12 @@ def prepare_trajectories(mimic: str | Path, out: str | Path, vocabulary: str = "
         raise MissingInput(f"{mimic}: no such folder (expected a MIMIC-IV tree with hosp/ and note/)")
     for name in ("patients", "admissions", "diagnoses", "d_diagnoses"):
         _table(mimic, TABLES[name])
-    split_files = split_file_paths(split_from)
-    check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a trajectory dataset")
+    split_files = builds.split_file_paths(split_from)
+    builds.check_output(out, overwrite, DATASET_FILES, {"report.json"}, "a trajectory dataset")
 
-    def log(message: str) -> None:
-        if verbose:
-            print(f"trajectory prepare: {message}", file=sys.stderr, flush=True)
+    log = builds.stderr_log("trajectory prepare", verbose)
 
-    report = build_atomically(out, PARTIAL_MARKER, "trajectory prepare", lambda work: _build(
+    report = builds.build_atomically(out, PARTIAL_MARKER, "trajectory prepare", lambda work: _build(
         work, mimic, vocabulary, min_visits, seed, test_size, val_size, split_files, log), log)
     log(f"wrote {out}: {report['categories']} {vocabulary} categories; " + ", ".join(
         f"{s} {v['patients']} patients / {v['samples']} samples" for s, v in report["splits"].items()))

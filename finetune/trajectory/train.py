@@ -22,7 +22,6 @@ another config wrote is refused (use a new out, or remove the folder).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from collections import Counter
@@ -49,7 +48,7 @@ from cmbert.core.notes import tokenize_notes
 from cmbert.core.pruning import prune_layers
 from cmbert.core.runtime import device_and_dtype, provenance
 from cmbert.data.ontology import titles
-from cmbert.finetune.trajectory.config import TrajectoryConfig, load_trajectory_config
+from cmbert.finetune.trajectory.config import TrajectoryConfig
 from cmbert.finetune.trajectory.data import Patient, read_categories, read_notes, read_patients
 from cmbert.finetune.trajectory.metrics import paired_bootstrap, plot_comparison, ranking_metrics
 from cmbert.finetune.trajectory.model import PAD, RARE, TrajectoryMeta, TrajectoryModel, age_bucket, gap_bucket
@@ -512,11 +511,3 @@ def format_table(report: dict) -> str:
         lines.append(f"{report['quality_bar']['system']} beats codes only and every baseline on recall@20 and MAR@20: "
                      f"{'yes' if report['quality_bar']['met'] else 'no'}")
     return "\n".join(lines)
-
-
-def parse_args(argv: list[str] | None = None) -> TrajectoryConfig:
-    parser = argparse.ArgumentParser(prog="cmbert finetune trajectory train")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    return load_trajectory_config(args.config, args.overrides)
