@@ -127,7 +127,7 @@ def _trajectory_step(traj: DemoTrajectoryConfig, out: Path, data: Path, stage, d
     from cmbert.finetune.trajectory.train import format_table
     from cmbert.finetune.trajectory.train import main as trajectory_main
 
-    cfg = load_trajectory_config(CONFIG_DIR / traj.config, [f"data={data}", f"model.encoder={out / 'model'}",
+    cfg = load_trajectory_config(CONFIG_DIR / traj.config, [f"data={data}", f"model.init_from={out / 'model'}",
                                                             f"out={out / 'trajectory'}", *traj.overrides])
     shutil.rmtree(out / "trajectory", ignore_errors=True)
     stage("trajectory", f"next-visit {traj.vocabulary.upper()} categories: a visit-sequence transformer on codes, on "

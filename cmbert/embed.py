@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, load_dataclass
+from cmbert.core.config import ConfigError, Precision, load_dataclass
 from cmbert.core.embeddings import (
     DEFAULT_MAX_TOKENS,
     TOKENS_PER_BATCH,
@@ -95,7 +95,7 @@ class EmbedConfig:
     chunk_length: int | None = None
     cache: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Precision = "auto"
     batch_tokens: int = TOKENS_PER_BATCH
 
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigBase, ConfigError, load_dataclass, zero_settings
+from cmbert.core.config import (
+    AttentionBackend,
+    ConfigBase,
+    ConfigError,
+    Precision,
+    WandbMode,
+    load_dataclass,
+    zero_settings,
+)
 
 
 @dataclass
@@ -35,7 +43,7 @@ class ModelConfig:
     local_rope_theta: float = 10_000.0
     max_position_embeddings: int = 8192
     initializer_range: float = 0.02
-    attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"  # modeling/attention.py
+    attention_backend: AttentionBackend = "auto"  # modeling/attention.py
     activation_checkpointing: bool = False  # recompute each layer in backward: less memory, ~1/3 more compute
     compile: bool = False  # torch.compile the model (GPU; recompiles per shape on CPU)
 
@@ -92,7 +100,7 @@ class CheckpointConfig:
 class LoggingConfig:
     every_steps: int = 10
     eval_every_steps: int = 200
-    wandb: Literal["offline", "online", "disabled"] = "offline"  # online only when the user opts in
+    wandb: WandbMode = "offline"  # online only when the user opts in
     project: str = "clinical-modernbert"
     run_name: str | None = None
 
@@ -102,7 +110,7 @@ class DistributedConfig:
     # configs/deepspeed/<zero>.json, or a path to a JSON file of ZeRO/communication settings. StableAdamW needs
     # zero0 (per-tensor update clipping; see pretrain/optim.py); AdamW runs under every stage.
     zero: str = "zero0"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    precision: Precision = "auto"  # auto: bf16 on GPU, fp32 on CPU
 
 
 @dataclass

@@ -3,9 +3,15 @@ weights. Everything runs on CPU in fp32 and is built from configs (never from hu
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one OpenMP thread each (set before torch starts its pool; the
+    # processes a test starts inherit it), or idle threads spin against the other worker's.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import copy
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -130,6 +136,26 @@ def cmbert(installed_package):
     def run(*args, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run([*command, *map(str, args)], cwd=cwd or REPO, env=env, capture_output=True, text=True,
                               timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli(*args)`: the command line run in this process, as `cmbert.cli.main` (the console script's function: the
+    same parsing, command and output; no torch start per call). Returns a CompletedProcess with the exit status and
+    what it printed. The installed console script itself is `cmbert`'s (tests/test_wheel.py, tests/test_cli.py)."""
+    from cmbert.cli import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            main([*map(str, args)])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["cmbert", *map(str, args)], code, out, err)
 
     return run
 

@@ -97,8 +97,8 @@ def test_bad_files(tmp_path):
 def test_shared_train_section_names_the_failing_key_and_refuses_non_finite_numbers(key, value, rule):
     import dataclasses
 
-    from cmbert.core.config import GenericTrainConfig, check_train_settings
+    from cmbert.core.config import TrainSection, check_train_settings
 
-    check_train_settings(GenericTrainConfig())
+    check_train_settings(TrainSection())
     with pytest.raises(ConfigError, match=rf"^train\.{key}: must be {re.escape(rule)}, got {re.escape(repr(value))}$"):
-        check_train_settings(dataclasses.replace(GenericTrainConfig(), **{key: value}))
+        check_train_settings(dataclasses.replace(TrainSection(), **{key: value}))

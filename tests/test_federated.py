@@ -142,7 +142,7 @@ def test_train_cli_end_to_end_two_sites_two_rounds_and_resume(icd, cmbert, monke
     """`cmbert finetune federated train` on the demo preset: embeddings, central heads, a 2-site 2-round Flower
     simulation (IID and Dirichlet partitions, two splits), the report; a rerun redoes nothing."""
     out = icd / "run"
-    overrides = [f"data={icd / 'data'}", f"embedding.model={icd / 'encoder'}", f"out={out}", "heads=[linear,mlp]",
+    overrides = [f"data={icd / 'data'}", f"embedding.init_from={icd / 'encoder'}", f"out={out}", "heads=[linear,mlp]",
                  "federated.clients=2", "federated.rounds=2", "train.epochs=2", "splits.count=2",
                  "embedding.chunk_length=128", "head.hidden_size=16"]
     proc = cmbert("finetune", "federated", "train", "--config", DEMO, *overrides)
@@ -258,13 +258,13 @@ def test_site_command_maps_a_hospitals_codes_onto_the_federation_labels(icd, cmb
     ("federated.fraction_train=0", "fraction_train"), ("train.lr.mlp=0", "train.lr"),
     ("head.dropout=1.0", "head.dropout"), ("splits.count=0", "splits.count"),
     ("embedding.chunk_length=2", "embedding.chunk_length"), ("federated.rounds=ten", "federated.rounds"),
-    ("embedding.model=/nonexistent", "embedding.model"), ("data=/nonexistent", "data"),
+    ("embedding.init_from=/nonexistent", "embedding.init_from"), ("data=/nonexistent", "data"),
 ])
 def test_config_errors_name_the_key(icd, override, key):
     from cmbert.core.config import ConfigError
     from cmbert.finetune.federated.config import load_federated_config
 
-    base = [f"data={icd / 'data'}", f"embedding.model={icd / 'encoder'}"]
+    base = [f"data={icd / 'data'}", f"embedding.init_from={icd / 'encoder'}"]
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_federated_config(DEMO, [*base, override])
 
@@ -364,5 +364,5 @@ def test_a_failing_site_stops_the_run_with_a_clear_error(tmp_path):
 def test_presets_load(icd, preset):
     from cmbert.finetune.federated.config import load_federated_config
 
-    cfg = load_federated_config(DEMO.parent / preset, [f"data={icd / 'data'}", f"embedding.model={icd / 'encoder'}"])
+    cfg = load_federated_config(DEMO.parent / preset, [f"data={icd / 'data'}", f"embedding.init_from={icd / 'encoder'}"])
     assert set(cfg.heads) <= set(cfg.train.lr) and cfg.federated.clients >= 2

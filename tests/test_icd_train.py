@@ -40,7 +40,7 @@ def overrides(icd: Path, out: Path, *extra: str) -> list[str]:
             "logging.every_steps=1", "logging.wandb=disabled", *extra]
 
 
-def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
+def test_train_report_predict_evaluate(icd, tmp_path, cmbert, cli):
     out = tmp_path / "run"
     proc = cmbert("finetune", "icd", "train", "--config", str(DEMO), *overrides(icd, out))
     assert proc.returncode == 0, proc.stderr
@@ -73,14 +73,14 @@ def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
         writer = csv.writer(f)
         writer.writerow(["note_id", "subject_id", "text"])
         writer.writerows([n["note_id"], n["subject_id"], n["text"]] for n in notes)
-    proc = cmbert("predict", "icd", "--model", str(run / "model"), "--notes", str(notes_csv), "--top-k", "3",
-                  "--out", str(tmp_path / "codes.csv"))
+    proc = cli("predict", "icd", "--model", str(run / "model"), "--notes", str(notes_csv), "--top-k", "3",
+               "--out", str(tmp_path / "codes.csv"))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "codes.csv")))
     assert len(rows) == 15 and {r["id"] for r in rows} == {n["note_id"] for n in notes}
     assert all(r["code"] in {x["code"] for x in meta["labels"]} and r["title"] for r in rows)
-    proc = cmbert("predict", "icd", "--model", str(run / "model"), "--notes", str(notes_csv),
-                  "--out", str(tmp_path / "codes.json"))
+    proc = cli("predict", "icd", "--model", str(run / "model"), "--notes", str(notes_csv),
+               "--out", str(tmp_path / "codes.json"))
     assert proc.returncode == 0, proc.stderr
     predicted = json.loads((tmp_path / "codes.json").read_text())
     assert [p["id"] for p in predicted] == [n["note_id"] for n in notes]
@@ -95,9 +95,9 @@ def test_train_report_predict_evaluate(icd, tmp_path, cmbert):
     assert np.allclose([c["score"] for c in api[0]["codes"]], [float(r["score"]) for r in first], atol=1e-5)
 
     # evaluate: trained folders side by side on the test split, each at its stored threshold.
-    proc = cmbert("finetune", "icd", "evaluate", "--models", str(run / "model"),
-                  str(out / "runs" / "encoder-trunc64-seed0" / "model"), "--data", str(icd / "data"),
-                  "--out", str(tmp_path / "eval"))
+    proc = cli("finetune", "icd", "evaluate", "--models", str(run / "model"),
+               str(out / "runs" / "encoder-trunc64-seed0" / "model"), "--data", str(icd / "data"),
+               "--out", str(tmp_path / "eval"))
     assert proc.returncode == 0, proc.stderr
     evaluated = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert evaluated["systems"]["encoder-64-seed0-model"]["test"]["f1_micro"]["mean"] == pytest.approx(

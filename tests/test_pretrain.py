@@ -56,7 +56,7 @@ def run(args: list[str], nproc: int = 1, timeout: float = 300) -> str:
     return output
 
 
-def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path, cmbert):
+def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path, cli):
     from cmbert.pretrain.train import main
 
     out = tmp_path / "run"
@@ -97,13 +97,13 @@ def test_one_process_run_trains_checkpoints_and_exports(data, tmp_path, cmbert):
         assert part in card, part
 
     # `cmbert export` of an older checkpoint: the same weights the run had at step 8
-    proc = cmbert("export", "--checkpoint", out / "ckpt", "--tag", "step-00000008", "--out", tmp_path / "at8")
+    proc = cli("export", "--checkpoint", out / "ckpt", "--tag", "step-00000008", "--out", tmp_path / "at8")
     assert proc.returncode == 0, proc.stderr
     at8 = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "at8").eval()
     with torch.no_grad():
         assert not torch.allclose(at8(**batch).logits[mask], b[mask])
     assert "- steps: 8" in (tmp_path / "at8" / "README.md").read_text()
-    proc = cmbert("export", "--checkpoint", out / "ckpt", "--tag", "step-00000004", "--out", tmp_path / "gone")
+    proc = cli("export", "--checkpoint", out / "ckpt", "--tag", "step-00000004", "--out", tmp_path / "gone")
     assert proc.returncode == 2 and "not a complete checkpoint" in proc.stderr  # pruned (keep_last 2)
 
 

@@ -458,10 +458,10 @@ def test_a_killed_run_resumes_to_the_same_model(work, tmp_path, monkeypatch):
         run(work, killed, "train.epochs=3")
 
 
-def test_console_script_help_shows_an_example(cmbert):
+def test_help_shows_an_example(cli):
     for args, example in ((("finetune", "qa", "train"), "cmbert finetune qa train --config configs/finetune/qa/demo"),
                           (("predict", "qa"), "cmbert predict qa --model"), (("data", "qa"), "cmbert data qa --out")):
-        proc = cmbert(*args, "--help")
+        proc = cli(*args, "--help")
         assert proc.returncode == 0, proc.stderr
         assert f"Example: {example}" in proc.stdout
 

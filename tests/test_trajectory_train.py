@@ -36,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CP
 
 
 def train_overrides(work: Path) -> list[str]:
-    return [f"out={work / 'out'}", f"data={work / 'data'}", f"model.encoder={work / 'encoder'}",
+    return [f"out={work / 'out'}", f"data={work / 'data'}", f"model.init_from={work / 'encoder'}",
             "model.hidden_size=16", "model.layers=1", "model.heads=2", f"model.max_visits={MAX_VISITS}",
             "model.chunk_length=64", "model.note_max_tokens=512", "model.segment_tokens=32", "train.epochs=2",
             "train.patience=2", "bootstrap_resamples=20"]
@@ -247,13 +247,13 @@ def test_a_killed_run_resumes_to_the_same_model_and_another_config_is_refused(ru
                               "(train.lr differs)"), refused
 
 
-def test_predict_cli_from_mimic_and_from_json(run, cmbert, tmp_path, cli_error):
+def test_predict_cli_from_mimic_and_from_json(run, cli, tmp_path, cli_error):
     from cmbert.finetune.trajectory.data import read_patients
 
     subject = next(read_patients(run.work / "data", "test")).subject_id
     model = run.out / "both" / "model"
-    proc = cmbert("predict", "trajectory", "--model", model, "--mimic", run.work / "mimic", "--subject-id", subject,
-                  "--top-k", 5)
+    proc = cli("predict", "trajectory", "--model", model, "--mimic", run.work / "mimic", "--subject-id", subject,
+               "--top-k", 5)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     check_ranked(result["next_visit"], 5)
@@ -264,7 +264,7 @@ def test_predict_cli_from_mimic_and_from_json(run, cmbert, tmp_path, cli_error):
         {"diagnoses": ["10:I5023"], "age": 70.2, "note": "Discharge summary: acute on chronic systolic heart failure, "
                                                          "diuresed with furosemide, discharged home."},
         {"diagnoses": ["9:4280"], "age": 70.9, "days_since_previous": 120.0}]}))
-    proc = cmbert("predict", "trajectory", "--model", model, "--history", history, "--top-k", 5)
+    proc = cli("predict", "trajectory", "--model", model, "--history", history, "--top-k", 5)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     check_ranked(result["next_visit"], 5)
@@ -530,8 +530,8 @@ def config_folders(tmp_path):
 @pytest.mark.parametrize(("overrides", "key"), [
     (["inputs=[both,images]"], "inputs"),
     (["baselines=[repeat_first]"], "baselines"),
-    (['model.encoder=""'], "model.encoder"),
-    (["inputs=[notes]", "model.encoder=/nonexistent/encoder"], "model.encoder"),
+    (['model.init_from=""'], "model.init_from"),
+    (["inputs=[notes]", "model.init_from=/nonexistent/encoder"], "model.init_from"),
     (["train.select_metric=accuracy"], "train.select_metric"),
     (["train.select_metric=mar@0"], "train.select_metric"),
     (["train.select_metric=mar"], "train.select_metric"),
@@ -544,22 +544,22 @@ def config_folders(tmp_path):
 def test_config_errors_name_the_key(config_folders, overrides, key):
     data, encoder = config_folders
     with pytest.raises(ConfigError, match=key):
-        load_trajectory_config(DEMO, [f"data={data}", f"model.encoder={encoder}", *overrides])
+        load_trajectory_config(DEMO, [f"data={data}", f"model.init_from={encoder}", *overrides])
 
 
 def test_codes_only_needs_no_encoder(config_folders):
     data, _ = config_folders
-    cfg = load_trajectory_config(DEMO, [f"data={data}", "inputs=[codes]", 'model.encoder=""'])
-    assert cfg.inputs == ["codes"] and cfg.model.encoder == ""
+    cfg = load_trajectory_config(DEMO, [f"data={data}", "inputs=[codes]", 'model.init_from=""'])
+    assert cfg.inputs == ["codes"] and cfg.model.init_from == ""
     cfg = load_trajectory_config(DEMO, [f"data={data}", "inputs=[codes]"])
-    assert cfg.model.encoder == ""
+    assert cfg.model.init_from == ""
 
 
 def test_empty_encoder_is_refused_whatever_the_working_folder(config_folders, monkeypatch):
     data, encoder = config_folders
     monkeypatch.chdir(encoder)  # a folder with a config.json, e.g. a model folder
-    with pytest.raises(ConfigError, match="model.encoder"):
-        load_trajectory_config(DEMO, [f"data={data}", 'model.encoder=""'])
+    with pytest.raises(ConfigError, match="model.init_from"):
+        load_trajectory_config(DEMO, [f"data={data}", 'model.init_from=""'])
 
 
 # --- cmbert.core.embeddings

@@ -35,6 +35,12 @@ class ConfigError(UserError):
     """A config that cannot run: the message names the dotted key."""
 
 
+# The value sets several commands share, named once.
+AttentionBackend = Literal["auto", "flash", "varlen", "flex", "sdpa"]  # modeling/attention.py
+Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on GPUs and on CPUs with native bf16, else fp32
+WandbMode = Literal["offline", "online", "disabled"]  # online only when the user opts in
+
+
 class ConfigBase:
     """The base of every command's top-level config dataclass."""
 
@@ -192,7 +198,9 @@ def zero_settings(name: str) -> dict:
 
 
 @dataclass
-class GenericTrainConfig:
+class TrainSection:
+    """The `train` section of the epoch-based recipes (classify, tokens, QA)."""
+
     seed: int = 0
     lr: float = 5e-5  # the encoder's peak LR (full fine-tuning; adapters use model.lora.lr)
     head_lr: float = 5e-4  # the fresh classifier starts at random and learns faster than the pretrained encoder
@@ -203,15 +211,17 @@ class GenericTrainConfig:
     batch_size: int = 16  # texts per optimizer step
     grad_clip: float = 1.0
     patience: int = 2  # epochs without a better validation score before stopping
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs and bf16-capable CPUs
+    precision: Precision = "auto"  # auto: bf16 autocast on GPUs and bf16-capable CPUs
     checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
     resume: bool = True
 
 
 @dataclass
-class GenericLoggingConfig:
+class LoggingSection:
+    """The `logging` section: metrics.jsonl every `every_steps` optimizer steps, and wandb."""
+
     every_steps: int = 10
-    wandb: Literal["offline", "online", "disabled"] = "offline"  # online only when the user opts in
+    wandb: WandbMode = "offline"  # online only when the user opts in
     project: str = "clinical-modernbert-generic"
 
 
@@ -269,7 +279,7 @@ def check_ranges(section, prefix: str, rules: dict[str, str]) -> None:
             raise ConfigError(f"{prefix}.{name}: must be {rule}, got {value!r}")
 
 
-def check_train_settings(t: GenericTrainConfig) -> None:
+def check_train_settings(t: TrainSection) -> None:
     check_ranges(t, "train", {"lr": "> 0", "head_lr": "> 0", "weight_decay": ">= 0", "warmup_fraction": "in [0, 1)",
                               "grad_clip": ">= 0", "epochs": ">= 1", "batch_size": ">= 1", "patience": ">= 1",
                               "checkpoint_every_steps": ">= 1", "max_steps": ">= 0"})

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, load_dataclass
+from cmbert.core.config import ConfigError, Precision, load_dataclass
 
 Split = Literal["train", "validation", "test"]
 
@@ -95,7 +95,7 @@ class BhcSummarizeConfig:
     cache: str | None = None
     max_train_notes: int = 1000
     max_validation_notes: int = 500
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     seed: int = 0
 
 

@@ -16,7 +16,7 @@ COMMANDS = {
         "run": "cmbert.finetune.federated.commands:train",
         "show": "cmbert.finetune.federated.train:format_table",
         "example": "cmbert finetune federated train --config configs/finetune/federated/demo.yaml "
-                   "data=runs/demo/icd-data embedding.model=runs/demo/model federated.clients=8 "
+                   "data=runs/demo/icd-data embedding.init_from=runs/demo/model federated.clients=8 "
                    "federated.strategy=fedprox",
         "help": "embed the ICD dataset's notes once, train the heads centrally and in a Flower simulation (IID and "
                 "non-IID sites) on the same splits; writes report.json, models, results",
@@ -68,7 +68,7 @@ def site(data: str, labels: str, model: str, out: str, pooling: Literal["mean", 
     from cmbert.finetune.federated.data import build_site
     from cmbert.finetune.federated.train import embedder
 
-    embedding = EmbeddingConfig(model=model, pooling=pooling, max_tokens=max_tokens, chunk_length=chunk_length)
+    embedding = EmbeddingConfig(init_from=model, pooling=pooling, max_tokens=max_tokens, chunk_length=chunk_length)
     folder = Path(cache) if cache else default_cache_dir() / "embeddings"
     return build_site(data, labels, embedder(embedding, folder, device), out)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigBase, ConfigError, check_ranges, load_dataclass, within
+from cmbert.core.config import ConfigBase, ConfigError, Precision, check_ranges, load_dataclass, within
 
 HEADS = ("linear", "mlp", "mlp2")  # finetune/federated/heads.py
 PARTITIONS = ("iid", "dirichlet")  # finetune/federated/data.py
@@ -20,11 +20,11 @@ STRATEGIES = ("fedavg", "fedprox")
 @dataclass
 class EmbeddingConfig:
     # Any local transformers folder: ours, a released ModernBERT, or another family (BERT, E5, BGE ...).
-    model: str = ""
+    init_from: str = ""
     pooling: Literal["mean", "cls", "chunk_mean"] = "mean"
     max_tokens: int = 8192  # a longer note is cut
     chunk_length: int = 0  # tokens per encoder chunk; 0: the model's context
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Precision = "auto"
     cache: str = ""  # the embedding cache; "" = <out>/cache (keyed by model hash and text: reruns embed nothing)
 
 
@@ -90,8 +90,8 @@ def check_federated_config(cfg: FederatedConfig) -> None:
     """Every value that would fail later fails here, naming its key."""
     if not cfg.data or not Path(cfg.data, "labels.json").is_file():
         raise ConfigError(f"data: {cfg.data!r} is not an ICD dataset folder (cmbert finetune icd prepare --out DIR)")
-    if not cfg.embedding.model or not Path(cfg.embedding.model, "config.json").is_file():
-        raise ConfigError(f"embedding.model: {cfg.embedding.model!r} has no config.json (a local transformers folder "
+    if not cfg.embedding.init_from or not Path(cfg.embedding.init_from, "config.json").is_file():
+        raise ConfigError(f"embedding.init_from: {cfg.embedding.init_from!r} has no config.json (a local transformers folder "
                           "is needed; the hub is not used)")
     for name, allowed, values in (("heads", HEADS, cfg.heads), ("federated.partitions", PARTITIONS,
                                                                  cfg.federated.partitions)):

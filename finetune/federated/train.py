@@ -67,8 +67,8 @@ def embedder(e: EmbeddingConfig, cache: Path, device: str = "auto"):
     from cmbert.core.runtime import device_and_dtype
 
     dev, dtype = device_and_dtype(e.precision, device)
-    chunk = min(e.chunk_length or context_length(e.model), context_length(e.model))
-    return lambda texts: cached_embeddings(cache, e.model, texts, e.max_tokens, chunk, e.pooling, device=dev,
+    chunk = min(e.chunk_length or context_length(e.init_from), context_length(e.init_from))
+    return lambda texts: cached_embeddings(cache, e.init_from, texts, e.max_tokens, chunk, e.pooling, device=dev,
                                            dtype=dtype, progress=True)
 
 
@@ -276,7 +276,7 @@ def summarize(cfg: FederatedConfig, data: EmbeddedDataset, splits: list[dict], r
         gaps = {design: summary[design]["iid"]["gap_f1_micro"]["mean"] for design in (*cfg.heads, SELECTED)}
         bar = {"tolerance": 0.01, "iid_gap_f1_micro": gaps, "met": abs(gaps[SELECTED]) <= 0.01,
                "heads_within": [d for d in cfg.heads if abs(gaps[d]) <= 0.01]}
-    return {"dataset": str(cfg.data), "encoder": cfg.embedding.model, "pooling": cfg.embedding.pooling,
+    return {"dataset": str(cfg.data), "encoder": cfg.embedding.init_from, "pooling": cfg.embedding.pooling,
             "embedding_dim": int(data.x.shape[1]), "notes": len(data.note_ids), "labels": len(data.labels.codes),
             "clients": cfg.federated.clients, "rounds": cfg.federated.rounds, "strategy": cfg.federated.strategy,
             "splits": splits, "summary": summary, "quality_bar": bar, "seconds": round(seconds, 1),

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 from cmbert.core.config import (
+    AttentionBackend,
     ConfigBase,
     ConfigError,
-    GenericLoggingConfig,
-    GenericTrainConfig,
+    LoggingSection,
+    TrainSection,
     check_encoder_folder,
     check_split_paths,
     check_train_settings,
@@ -59,7 +60,7 @@ class GenericModelConfig:
     init_from: str = ""  # a local transformers ModernBERT folder (ours from `cmbert export`, or a released one)
     max_length: int = 512  # tokens per text, [CLS] and [SEP] included; longer texts are cut (counted in the report)
     classifier_pooling: Literal["cls", "mean"] = "cls"  # classify: transformers' ModernBERT default is cls
-    attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
+    attention_backend: AttentionBackend = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)  # adapters instead of full fine-tuning
     prune: PruneSettings = field(default_factory=PruneSettings)  # layers dropped before fine-tuning
 
@@ -75,9 +76,9 @@ class GenericConfig(ConfigBase):
     out: str = "runs/generic"
     data: GenericDataConfig = field(default_factory=GenericDataConfig)
     model: GenericModelConfig = field(default_factory=GenericModelConfig)
-    train: GenericTrainConfig = field(default_factory=GenericTrainConfig)
+    train: TrainSection = field(default_factory=TrainSection)
     eval: GenericEvalConfig = field(default_factory=GenericEvalConfig)
-    logging: GenericLoggingConfig = field(default_factory=GenericLoggingConfig)
+    logging: LoggingSection = field(default_factory=LoggingSection)
 
 
 

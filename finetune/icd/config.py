@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigBase, ConfigError, check_ranges, load_dataclass
+from cmbert.core.config import (
+    AttentionBackend,
+    ConfigBase,
+    ConfigError,
+    Precision,
+    WandbMode,
+    check_ranges,
+    load_dataclass,
+)
 from cmbert.core.lora import LoraSettings, check_lora_settings
 from cmbert.core.pruning import PruneSettings, check_prune_settings
 
@@ -32,7 +40,7 @@ class IcdModelConfig:
     # title, the others on the n-grams that best mark the code in the training notes (finetune/icd/terms.py).
     # 1 = PLM-ICD's single query.
     queries_per_label: int = 1
-    attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
+    attention_backend: AttentionBackend = "auto"
     gradient_checkpointing: bool = False  # recompute each layer in backward: 8k-token notes on small GPUs
     # Parameter-efficient fine-tuning: layers dropped before training (cmbert/core/pruning.py), LoRA adapters on the
     # rest (cmbert/core/lora.py; the head stays fully trainable, the exported model has the adapters merged in).
@@ -59,7 +67,7 @@ class IcdTrainConfig:
     grad_accum: int = 1
     grad_clip: float = 1.0
     patience: int = 6  # epochs without a better validation mAP before stopping (Edin's MIMIC-IV setting)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU and bf16-capable CPUs
+    precision: Precision = "auto"  # auto: bf16 autocast on GPU and bf16-capable CPUs
     checkpoint_every_steps: int = 200  # a killed run resumes from the newest checkpoint (and every epoch end)
     resume: bool = True
     # Optional DeepSpeed engine (data parallel under torchrun / deepspeed launchers; ZeRO-1/2 shard the optimizer
@@ -86,7 +94,7 @@ class IcdEvalConfig:
 @dataclass
 class IcdLoggingConfig:
     every_steps: int = 20
-    wandb: Literal["offline", "online", "disabled"] = "offline"  # online only when the user opts in
+    wandb: WandbMode = "offline"  # online only when the user opts in
     project: str = "clinical-modernbert-icd"
 
 

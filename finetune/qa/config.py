@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 from cmbert.core.config import (
+    AttentionBackend,
     ConfigBase,
     ConfigError,
-    GenericLoggingConfig,
-    GenericTrainConfig,
+    LoggingSection,
+    Precision,
+    TrainSection,
     check_encoder_folder,
     check_ranges,
     check_split_paths,
@@ -56,7 +58,7 @@ class QaModelConfig:
     # crosses one window's edge lies whole in the next one when it is at most this long.
     doc_stride: int = 128
     max_question_tokens: int = 64  # longer questions keep their first tokens (counted as truncated_questions)
-    attention_backend: Literal["auto", "flash", "varlen", "flex", "sdpa"] = "auto"
+    attention_backend: AttentionBackend = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)  # adapters instead of full fine-tuning
     prune: PruneSettings = field(default_factory=PruneSettings)  # layers dropped before fine-tuning
 
@@ -77,9 +79,9 @@ class QaConfig(ConfigBase):
     out: str = "runs/qa"
     data: QaDataConfig = field(default_factory=QaDataConfig)
     model: QaModelConfig = field(default_factory=QaModelConfig)
-    train: GenericTrainConfig = field(default_factory=GenericTrainConfig)  # batch_size: windows per step
+    train: TrainSection = field(default_factory=TrainSection)  # batch_size: windows per step
     eval: QaEvalConfig = field(default_factory=QaEvalConfig)
-    logging: GenericLoggingConfig = field(default_factory=lambda: GenericLoggingConfig(
+    logging: LoggingSection = field(default_factory=lambda: LoggingSection(
         project="clinical-modernbert-qa"))
 
 
@@ -155,7 +157,7 @@ class QaPredictConfig:
     n_best: int | None = None
     batch_size: int = 32
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Precision = "auto"
 
 
 def load_qa_predict_config(path: str | Path | None = None,

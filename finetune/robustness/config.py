@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, load_dataclass
+from cmbert.core.config import ConfigError, Precision, load_dataclass
 
 PRESET = "configs/audit/robustness.yaml"
 SPLITS = ("train", "val", "test")  # an ICD dataset's (cmbert.data.icd_dataset.SPLITS)
@@ -69,7 +69,7 @@ class AuditConfig:
     chunk_length: int | None = None
     cache: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     overwrite: bool = False
 
 

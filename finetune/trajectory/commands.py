@@ -23,7 +23,7 @@ COMMANDS = {
         "run": "cmbert.finetune.trajectory.train:main",
         "show": "cmbert.finetune.trajectory.train:format_table",
         "example": "cmbert finetune trajectory train --config configs/finetune/trajectory/demo.yaml "
-                   "data=runs/trajectory-data model.encoder=runs/demo/model inputs=[codes]",
+                   "data=runs/trajectory-data model.init_from=runs/demo/model inputs=[codes]",
         "help": "train the visit-sequence model on codes, notes and both, next to the baselines; writes models, "
                 "report.json and comparison.png",
     },

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, load_dataclass
+from cmbert.core.config import ConfigError, Precision, WandbMode, load_dataclass
 from cmbert.core.lora import LoraSettings, check_lora_settings
 from cmbert.core.pruning import PruneSettings, check_prune_settings
 
@@ -22,7 +22,7 @@ BASELINES = ("repeat_last", "patient_frequent", "population")
 class TrajectoryModelConfig:
     # The note encoder (a local transformers ModernBERT folder: ours, a released ModernBERT, BioClinical ModernBERT).
     # Frozen: each past visit's discharge note is embedded once (cached) and projected into the visit embedding.
-    encoder: str = ""
+    init_from: str = ""
     note_max_tokens: int = 8192  # a longer note is cut (the report counts them)
     chunk_length: int = 8192  # tokens per encoder chunk, [CLS] and [SEP] included (the encoder's context)
     # The encoder's states are averaged over pieces of segment_tokens tokens; the model attends over a note's pieces
@@ -75,7 +75,7 @@ class TrajectoryTrainConfig:
 class TrajectoryLoggingConfig:
     every_steps: int = 10  # one line of loss and LR in <out>/<inputs>/metrics.jsonl
     # disabled: metrics.jsonl only, as before this recipe had a log; offline / online (the user opts in) add wandb.
-    wandb: Literal["offline", "online", "disabled"] = "disabled"
+    wandb: WandbMode = "disabled"
     project: str = "clinical-modernbert-trajectory"
 
 
@@ -86,7 +86,7 @@ class TrajectoryConfig:
     inputs: list[str] = field(default_factory=lambda: list(INPUTS))  # one model per entry, same split
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # the note encoder's autocast dtype
+    precision: Precision = "auto"  # the note encoder's autocast dtype
     bootstrap_resamples: int = 1000
     model: TrajectoryModelConfig = field(default_factory=TrajectoryModelConfig)
     train: TrajectoryTrainConfig = field(default_factory=TrajectoryTrainConfig)
@@ -109,8 +109,8 @@ def check_trajectory_config(cfg: TrajectoryConfig) -> None:
         if unknown:
             raise ConfigError(f"{name}: unknown {unknown[0]!r}; choose from {', '.join(allowed)}")
     m, t = cfg.model, cfg.train
-    if {"both", "notes"} & set(cfg.inputs) and not (m.encoder and Path(m.encoder, "config.json").is_file()):
-        raise ConfigError(f"model.encoder: {m.encoder!r} has no config.json; the inputs {cfg.inputs} read notes and "
+    if {"both", "notes"} & set(cfg.inputs) and not (m.init_from and Path(m.init_from, "config.json").is_file()):
+        raise ConfigError(f"model.init_from: {m.init_from!r} has no config.json; the inputs {cfg.inputs} read notes and "
                           "need a local ModernBERT folder (or set inputs=[codes])")
     check_prune_settings(m.prune, "model.prune")
     check_lora_settings(m.lora, "model.lora")

@@ -268,7 +268,7 @@ def train_variant(cfg: TrajectoryConfig, inputs: str, meta_base: dict, prior: np
     finetune = reads_notes and isinstance(notes, NoteTokens)
     note_encoder = tokenizer = None
     if finetune:
-        note_encoder, tokenizer = load_encoder(cfg.model.encoder, device, trainable=True)
+        note_encoder, tokenizer = load_encoder(cfg.model.init_from, device, trainable=True)
         prune_layers(note_encoder, cfg.model.prune)
         if cfg.model.lora.enabled:
             apply_lora(note_encoder, cfg.model.lora)
@@ -371,12 +371,12 @@ def _history_notes(cfg: TrajectoryConfig, dataset: Path, all_patients: list[Pati
     m = cfg.model
     if m.finetune_encoder:
         model, tokenizer = encoder
-        print(f"tokenizing {len(texts):,} notes for {m.encoder} (fine-tuned with the visit model)", flush=True)
+        print(f"tokenizing {len(texts):,} notes for {m.init_from} (fine-tuned with the visit model)", flush=True)
         return rows, NoteTokens(tokenize_notes(tokenizer, texts, m.note_max_tokens), m.chunk_length,
                                 model.config.cls_token_id, model.config.sep_token_id)
-    print(f"embedding {len(texts):,} notes with the frozen encoder {m.encoder} (cached in {cfg.out}/cache)",
+    print(f"embedding {len(texts):,} notes with the frozen encoder {m.init_from} (cached in {cfg.out}/cache)",
           flush=True)
-    vectors, offsets = cached_embeddings(Path(cfg.out) / "cache", m.encoder, texts, m.note_max_tokens,
+    vectors, offsets = cached_embeddings(Path(cfg.out) / "cache", m.init_from, texts, m.note_max_tokens,
                                          m.chunk_length, "mean", device, dtype, progress=True, encoder=encoder,
                                          segment_tokens=m.segment_tokens)
     return rows, NotePieces(torch.from_numpy(vectors), offsets)
@@ -415,8 +415,8 @@ def main(cfg: TrajectoryConfig) -> dict:
     tokens = build_vocabulary(patients["train"], m.min_code_count)
     token_ids = {tok: i for i, tok in enumerate(tokens)}
 
-    uses_encoder = bool(m.encoder) and (any(i in ("both", "notes") for i in cfg.inputs) or m.title_init)
-    encoder = load_encoder(m.encoder, device) if uses_encoder else None
+    uses_encoder = bool(m.init_from) and (any(i in ("both", "notes") for i in cfg.inputs) or m.title_init)
+    encoder = load_encoder(m.init_from, device) if uses_encoder else None
     note_rows, notes = {}, NotePieces.empty()
     if any(i in ("both", "notes") for i in cfg.inputs):
         note_rows, notes = _history_notes(cfg, dataset, [p for s in SPLITS for p in patients[s]], device, dtype,
@@ -424,7 +424,7 @@ def main(cfg: TrajectoryConfig) -> dict:
     note_dim = encoder[0].config.hidden_size if encoder is not None else notes.vectors.shape[1]
     title_vectors = None
     if m.title_init and encoder is not None:
-        title_vectors = cached_embeddings(out / "cache", m.encoder, token_titles(tokens, category_names), 128,
+        title_vectors = cached_embeddings(out / "cache", m.init_from, token_titles(tokens, category_names), 128,
                                           min(m.chunk_length, 256), "mean", device, dtype, encoder=encoder)
     data = {split: build_split(patients[split], token_ids, category_ids, note_rows, m.max_visits,
                                exact=split != "train") for split in SPLITS}
@@ -437,8 +437,8 @@ def main(cfg: TrajectoryConfig) -> dict:
     meta_base = {"categories": category_list, "category_names": [category_names[c] for c in category_list],
                  "tokens": tokens, "note_dim": note_dim, "hidden_size": m.hidden_size, "layers": m.layers,
                  "heads": m.heads, "dropout": m.dropout, "max_visits": m.max_visits,
-                 "encoder": str(Path(m.encoder).resolve()) if m.encoder else None,
-                 "encoder_hash": model_hash(m.encoder) if m.encoder else None, "note_max_tokens": m.note_max_tokens,
+                 "encoder": str(Path(m.init_from).resolve()) if m.init_from else None,
+                 "encoder_hash": model_hash(m.init_from) if m.init_from else None, "note_max_tokens": m.note_max_tokens,
                  "chunk_length": m.chunk_length, "segment_tokens": m.segment_tokens,
                  "note_queries": m.note_queries, "vocabulary": categories["vocabulary"]}
     systems: dict[str, dict] = {}
