@@ -537,6 +537,8 @@ def config_folders(tmp_path):
     (["train.select_metric=mar"], "train.select_metric"),
     (["model.hidden_size=30", "model.heads=4"], "model.hidden_size"),
     (["train.warmup_fraction=1.5"], "train.warmup_fraction"),
+    (["train.lr=.inf"], r"train\.lr: must be > 0, got inf"), (["model.dropout=1.0"], r"model\.dropout: must be in"),
+    (["train.epochs=0"], r"train\.epochs: must be >= 1, got 0"),
     (["train.schedule=cosine"], "train.schedule"),
     (["data=/nonexistent/trajectory-data"], "data"),
     (['data=""'], "data"),

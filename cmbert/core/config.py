@@ -271,12 +271,12 @@ def within(value: float, rule: str) -> bool:
 
 
 def check_ranges(section, prefix: str, rules: dict[str, str]) -> None:
-    """Each `field: rule` of `rules` (see `within`) on `section`: the first one broken is a ConfigError naming the
-    dotted key, the rule and the value given."""
+    """Each `field: rule` of `rules` (see `within`) on `section` (`prefix` its dotted key, "" for the top level):
+    the first one broken is a ConfigError naming the dotted key, the rule and the value given."""
     for name, rule in rules.items():
         value = getattr(section, name)
         if not within(value, rule):
-            raise ConfigError(f"{prefix}.{name}: must be {rule}, got {value!r}")
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{name}: must be {rule}, got {value!r}")
 
 
 def check_train_settings(t: TrainSection) -> None:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from transformers import ModernBertConfig
 
-from cmbert.core.config import ConfigBase, ConfigError, load_dataclass
+from cmbert.core.config import ConfigBase, ConfigError, check_ranges, load_dataclass
 from cmbert.core.errors import UserError
 from cmbert.core.lora import LoraSettings, check_lora_settings, trainable_summary
 from cmbert.core.pruning import STRATEGIES, PruneSettings, layers_to_drop
@@ -77,8 +77,7 @@ def load_sweep_config(path: str | Path | None = None, overrides: list[str] | tup
         raise ConfigError(f"strategies: unknown {unknown[0]!r}; choose from {', '.join(STRATEGIES[1:-1])}")
     if not 0 < cfg.fraction < 1:
         raise ConfigError(f"fraction must be in (0, 1), not {cfg.fraction}")
-    if cfg.probe_steps < 1 or cfg.probe_warmup < 0 or cfg.probe_batches < 1:
-        raise ConfigError("probe_steps and probe_batches must be >= 1, probe_warmup >= 0")
+    check_ranges(cfg, "", {"probe_steps": ">= 1", "probe_warmup": ">= 0", "probe_batches": ">= 1"})
     return cfg
 
 

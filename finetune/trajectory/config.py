@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, Precision, WandbMode, load_dataclass
+from cmbert.core.config import ConfigError, Precision, WandbMode, check_ranges, load_dataclass
 from cmbert.core.lora import LoraSettings, check_lora_settings
 from cmbert.core.pruning import PruneSettings, check_prune_settings
 
@@ -117,21 +117,15 @@ def check_trajectory_config(cfg: TrajectoryConfig) -> None:
     if (m.lora.enabled or m.prune.strategy != "none") and not m.finetune_encoder:
         raise ConfigError("model.lora / model.prune adapt the note encoder while it trains: set "
                           "model.finetune_encoder=true (a frozen encoder's notes are embedded once)")
-    if m.hidden_size < 8 or m.layers < 1 or m.heads < 1 or m.hidden_size % m.heads:
-        raise ConfigError("model.hidden_size must be >= 8 and divisible by model.heads; model.layers >= 1")
-    if not 0 <= m.dropout < 1 or not 0 <= t.note_dropout < 1:
-        raise ConfigError("model.dropout and train.note_dropout must be in [0, 1)")
-    if min(m.max_visits, m.min_code_count, m.note_max_tokens, m.segment_tokens, m.note_queries) < 1 or \
-            m.chunk_length < 16:
-        raise ConfigError("model.max_visits, min_code_count, note_max_tokens, segment_tokens, note_queries must be "
-                          ">= 1, chunk_length >= 16")
-    if t.lr <= 0 or t.encoder_lr <= 0 or t.weight_decay < 0 or t.epochs < 1 or t.batch_size < 1 or t.patience < 1:
-        raise ConfigError("train.lr and train.encoder_lr must be > 0, weight_decay >= 0, epochs, batch_size, patience >= 1")
-    if not 0 <= t.warmup_fraction < 1 or t.max_steps < 0 or t.checkpoint_every_steps < 1:
-        raise ConfigError("train.warmup_fraction must be in [0, 1), train.max_steps >= 0, "
-                          "train.checkpoint_every_steps >= 1")
-    if cfg.logging.every_steps < 1:
-        raise ConfigError("logging.every_steps must be >= 1")
+    check_ranges(m, "model", {"hidden_size": ">= 8", "layers": ">= 1", "heads": ">= 1", "dropout": "in [0, 1)",
+                              "max_visits": ">= 1", "min_code_count": ">= 1", "note_max_tokens": ">= 1",
+                              "segment_tokens": ">= 1", "note_queries": ">= 1", "chunk_length": ">= 16"})
+    if m.hidden_size % m.heads:
+        raise ConfigError(f"model.hidden_size: must be divisible by model.heads ({m.heads}), got {m.hidden_size}")
+    check_ranges(t, "train", {"note_dropout": "in [0, 1)", "lr": "> 0", "encoder_lr": "> 0", "weight_decay": ">= 0",
+                              "epochs": ">= 1", "batch_size": ">= 1", "patience": ">= 1", "warmup_fraction": "in [0, 1)",
+                              "max_steps": ">= 0", "checkpoint_every_steps": ">= 1"})
+    check_ranges(cfg.logging, "logging", {"every_steps": ">= 1"})
     metric, _, k = t.select_metric.partition("@")
     if metric not in ("recall", "precision", "ndcg", "map", "mar") or not k.isdigit() or int(k) < 1:
         raise ConfigError(f"train.select_metric: expected e.g. mar@20 or recall@20, got {t.select_metric!r}")
