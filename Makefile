@@ -34,8 +34,8 @@ demo: setup
 	$(VENV)/bin/cmbert demo --out runs/demo
 
 # Two workers, a test file each (--dist loadfile keeps a module's fixtures in one worker): most of the suite's time
-# is child processes starting torch and DeepSpeed, which overlap well even on 2 cores (5:42 against 10:47 serial;
-# tests/conftest.py gives each worker one OpenMP thread).
+# is child processes starting torch and DeepSpeed, which overlap well even on 2 cores (BENCHMARKS.md, "The default
+# test suite"; tests/conftest.py gives each worker one OpenMP thread).
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, Precision, load_dataclass
+from cmbert.core.config import ConfigError, Precision, check_ranges, load_dataclass, require_keys
 from cmbert.core.embeddings import (
     DEFAULT_MAX_TOKENS,
     TOKENS_PER_BATCH,
@@ -102,12 +102,8 @@ class EmbedConfig:
 def load_embed_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EmbedConfig:
     """configs/embed.yaml (or `path`) with dotted overrides, checked key by key."""
     cfg = load_dataclass(EmbedConfig, "configs/embed.yaml" if path is None else path, overrides)
-    for key in ("model", "input", "out"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"{key}: required (--{key} PATH or {key}=PATH)")
-    for key in ("max_tokens", "batch_tokens"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {getattr(cfg, key)}")
+    require_keys(cfg, ("model", "input", "out"))
+    check_ranges(cfg, "", {"max_tokens": ">= 1", "batch_tokens": ">= 1"})
     if cfg.chunk_length is not None and cfg.chunk_length < 3:
         raise ConfigError(f"chunk_length: must be at least 3 ([CLS] token [SEP]), got {cfg.chunk_length}")
     return cfg

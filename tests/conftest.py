@@ -161,17 +161,14 @@ def cli(capsys):
 
 
 @pytest.fixture
-def cli_error(capsys):
-    """`cli_error(*args)`: run the command line in this process (no torch import per call, unlike the console script)
-    for a command that must fail as a user error; returns its stderr after checking the exit status is 2."""
-    from cmbert.cli import main
+def cli_error(cli):
+    """`cli_error(*args)`: `cli` for a command that must fail as a user error; returns its stderr after checking the
+    exit status is 2."""
 
     def run(*args) -> str:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main([*map(str, args)])
-        assert exit_info.value.code == 2, exit_info.value.code
-        return capsys.readouterr().err
+        proc = cli(*args)
+        assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+        return proc.stderr
 
     return run
 

@@ -272,11 +272,20 @@ def within(value: float, rule: str) -> bool:
 
 def check_ranges(section, prefix: str, rules: dict[str, str]) -> None:
     """Each `field: rule` of `rules` (see `within`) on `section` (`prefix` its dotted key, "" for the top level):
-    the first one broken is a ConfigError naming the dotted key, the rule and the value given."""
+    the first one broken is a ConfigError naming the dotted key, the rule and the value given. An optional key left
+    unset (None) has nothing to check."""
     for name, rule in rules.items():
         value = getattr(section, name)
-        if not within(value, rule):
+        if value is not None and not within(value, rule):
             raise ConfigError(f"{prefix + '.' if prefix else ''}{name}: must be {rule}, got {value!r}")
+
+
+def require_keys(cfg, keys: tuple[str, ...], what: str = "PATH") -> None:
+    """Each of `keys` given on `cfg` (not None or empty): else a ConfigError naming the key and both ways to give
+    it, the command's flag and the override."""
+    for key in keys:
+        if getattr(cfg, key) in (None, ""):
+            raise ConfigError(f"{key}: required (--{key.replace('_', '-')} {what} or {key}={what})")
 
 
 def check_train_settings(t: TrainSection) -> None:

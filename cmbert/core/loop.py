@@ -48,6 +48,7 @@ from torch import nn
 from cmbert.core.errors import OutputInTheWay, UserError
 from cmbert.core.runlog import MetricsLogger
 from cmbert.core.runtime import device_and_dtype, provenance
+from cmbert.modeling.attention import check_backend
 
 CHECKPOINT, BEST = Path("ckpt") / "state.pt", Path("ckpt") / "best.pt"
 
@@ -56,8 +57,6 @@ def training_device(precision: str, attention_backend: str) -> tuple[torch.devic
     """The device and autocast dtype a run trains with (peak-memory counters reset there), the attention backend
     name checked. Only checked: the recipe sets it on the model it builds (`model.set_attention_backend`), never for
     the whole process."""
-    from cmbert.modeling.attention import check_backend
-
     device, dtype = device_and_dtype(precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -13,22 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, Precision, load_dataclass
+from cmbert.core.config import ConfigError, Precision, check_ranges, load_dataclass, require_keys
 
 Split = Literal["train", "validation", "test"]
-
-
-def _require(cfg, *keys: str) -> None:
-    for key in keys:
-        if getattr(cfg, key) is None:
-            raise ConfigError(f"{key}: required (--{key.replace('_', '-')} VALUE or {key}=VALUE)")
-
-
-def _at_least(cfg, minimum: int, *keys: str) -> None:
-    for key in keys:
-        value = getattr(cfg, key)
-        if value is not None and value < minimum:
-            raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
 
 
 @dataclass
@@ -137,8 +124,8 @@ class BhcEvaluateConfig:
 def load_prepare_config(path: str | Path | None = None,
                         overrides: list[str] | tuple[str, ...] = ()) -> BhcPrepareConfig:
     cfg = load_dataclass(BhcPrepareConfig, "configs/bhc/prepare.yaml" if path is None else path, overrides)
-    _require(cfg, "mimic", "out")
-    _at_least(cfg, 1, "min_target_words", "min_source_words")
+    require_keys(cfg, ("mimic", "out"), "VALUE")
+    check_ranges(cfg, "", {"min_target_words": ">= 1", "min_source_words": ">= 1"})
     if cfg.deid_token is not None and not cfg.deid_token.strip():
         raise ConfigError("deid_token: must be a visible placeholder such as [DEID] (or null to keep ___)")
     return cfg
@@ -147,19 +134,18 @@ def load_prepare_config(path: str | Path | None = None,
 def load_summarize_config(path: str | Path | None = None,
                           overrides: list[str] | tuple[str, ...] = ()) -> BhcSummarizeConfig:
     cfg = load_dataclass(BhcSummarizeConfig, "configs/bhc/summarize.yaml" if path is None else path, overrides)
-    _require(cfg, "data", "method", "out")
+    require_keys(cfg, ("data", "method", "out"), "VALUE")
     if cfg.method in ("centrality", "scorer") and not cfg.model:
         raise ConfigError(f"model: method {cfg.method} needs an encoder folder (--model DIR)")
     if not cfg.splits:
         raise ConfigError("splits: give at least one split")
-    _at_least(cfg, 1, "length", "max_train_notes", "max_validation_notes")
+    check_ranges(cfg, "", {"length": ">= 1", "max_train_notes": ">= 1", "max_validation_notes": ">= 1"})
     return cfg
 
 
 def load_evaluate_config(path: str | Path | None = None,
                          overrides: list[str] | tuple[str, ...] = ()) -> BhcEvaluateConfig:
     cfg = load_dataclass(BhcEvaluateConfig, "configs/bhc/evaluate.yaml" if path is None else path, overrides)
-    _require(cfg, "data", "out")
-    _at_least(cfg, 0, "bootstrap", "workers")
-    _at_least(cfg, 1, "layer")
+    require_keys(cfg, ("data", "out"), "VALUE")
+    check_ranges(cfg, "", {"bootstrap": ">= 0", "workers": ">= 0", "layer": ">= 1"})
     return cfg

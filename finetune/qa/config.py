@@ -26,6 +26,7 @@ from cmbert.core.config import (
     check_split_paths,
     check_train_settings,
     load_dataclass,
+    require_keys,
 )
 from cmbert.core.lora import LoraSettings, check_lora_settings
 from cmbert.core.pruning import PruneSettings, check_prune_settings
@@ -164,12 +165,7 @@ def load_qa_predict_config(path: str | Path | None = None,
                            overrides: list[str] | tuple[str, ...] = ()) -> QaPredictConfig:
     """configs/predict/qa.yaml (or `path`) with dotted overrides, checked key by key."""
     cfg = load_dataclass(QaPredictConfig, "configs/predict/qa.yaml" if path is None else path, overrides)
-    for key in ("model", "input", "out"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"{key}: required (--{key} PATH or {key}=PATH)")
-    for key in ("max_length", "max_answer_tokens", "n_best", "batch_size"):
-        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {getattr(cfg, key)}")
-    if cfg.doc_stride is not None and cfg.doc_stride < 0:
-        raise ConfigError(f"doc_stride: must be >= 0, got {cfg.doc_stride}")
+    require_keys(cfg, ("model", "input", "out"))
+    check_ranges(cfg, "", {"max_length": ">= 1", "max_answer_tokens": ">= 1", "n_best": ">= 1", "batch_size": ">= 1",
+                           "doc_stride": ">= 0"})
     return cfg

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cmbert.core.config import ConfigError, Precision, load_dataclass
+from cmbert.core.config import ConfigError, Precision, check_ranges, load_dataclass, require_keys
 
 PRESET = "configs/audit/robustness.yaml"
 SPLITS = ("train", "val", "test")  # an ICD dataset's (cmbert.data.icd_dataset.SPLITS)
@@ -74,25 +74,16 @@ class AuditConfig:
 
 
 def check_audit_config(cfg: AuditConfig) -> None:
-    for key in ("mimic", "out"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"{key}: required (--{key} DIR or {key}=DIR)")
+    require_keys(cfg, ("mimic", "out"), "DIR")
     if not cfg.model and not cfg.icd_model:
         raise ConfigError("model: give an encoder folder, or icd_model (whose encoder is then used)")
     cfg.splits = [s.strip() for item in cfg.splits for s in item.split(",") if s.strip()]
     if not cfg.splits or any(s not in SPLITS for s in cfg.splits):
         raise ConfigError(f"splits: expected some of {', '.join(SPLITS)}, got {cfg.splits}")
-    positive = {"edits": cfg.edits, "components": cfg.components, "max_tokens": cfg.max_tokens,
-                "max_notes": cfg.max_notes or 1, "chunk_length": cfg.chunk_length or 3}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {value}")
-    if cfg.min_class_notes < 2:
-        raise ConfigError(f"min_class_notes: must be >= 2, got {cfg.min_class_notes}")
-    if cfg.bootstrap < 0:
-        raise ConfigError(f"bootstrap: must be >= 0, got {cfg.bootstrap}")
-    if not 0 < cfg.test_size < 0.9:
-        raise ConfigError(f"test_size: must be in (0, 0.9), got {cfg.test_size}")
+    # max_notes and chunk_length: 0 (like unset) means all notes / the model's context.
+    check_ranges(cfg, "", {"edits": ">= 1", "components": ">= 1", "max_tokens": ">= 1", "max_notes": ">= 0",
+                           "chunk_length": ">= 0", "min_class_notes": ">= 2", "bootstrap": ">= 0",
+                           "test_size": "in (0, 0.9)"})
 
 
 def load_audit_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AuditConfig:
